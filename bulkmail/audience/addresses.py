@@ -1,0 +1,53 @@
+"""Address validation and normalisation (pure).
+
+An address is stored the way it is delivered: the domain lower-cased and, for an
+internationalised domain, in its ASCII (IDNA) form; the local part kept as written (RFC 5321
+says only the receiving host may interpret its case). A non-ASCII local part is valid but
+needs a server that offers SMTPUTF8 (RFC 6531).
+
+Most lists are plain ASCII, so a strict fast path handles those; anything it does not accept
+goes to email-validator (syntax and RFC 5321 length limits, no DNS).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_FAST = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
+
+
+@dataclass(frozen=True)
+class Address:
+    email: str  # local@ascii-domain, as delivered
+    domain: str  # ascii, lower case
+    smtputf8: bool  # the local part is not ASCII
+
+
+class InvalidAddress(ValueError):
+    """The address cannot be delivered to; str() is the reason."""
+
+
+def normalize_address(raw: str) -> Address:
+    """Validate ``raw`` and return its delivery form, or raise InvalidAddress with a reason."""
+    text = raw.strip()
+    if not text:
+        raise InvalidAddress("empty address")
+    m = _FAST.fullmatch(text)
+    if m and len(m.group(1)) <= 64 and len(text) <= 254:
+        domain = m.group(2).lower()
+        return Address(f"{m.group(1)}@{domain}", domain, False)
+    try:
+        info = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise InvalidAddress(str(exc)) from None
+    domain = (info.ascii_domain or info.domain).lower()
+    local = info.local_part
+    email = f"{local}@{domain}"
+    if len(email.encode()) > 254:
+        raise InvalidAddress("address longer than 254 octets (RFC 5321)")
+    return Address(email, domain, not local.isascii())

@@ -1,0 +1,89 @@
+"""``bulkmail lists ...`` and ``bulkmail subscribers ...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bulkmail.audience.importer import import_csv
+from bulkmail.audience.lists import all_lists, create_list
+from bulkmail.cli.main import App, pass_app
+from bulkmail.cli.options import echo_json, json_option
+
+
+@click.group()
+def lists() -> None:
+    """Mailing lists."""
+
+
+@lists.command("create")
+@click.argument("name")
+@json_option
+@pass_app
+def lists_create(app: App, name: str, as_json: bool) -> None:
+    """Create a list.
+
+    \b
+    Example:
+      bulkmail lists create news
+    """
+    lst = create_list(app.ready_db(), name)
+    if as_json:
+        echo_json({"id": lst.id, "name": lst.name})
+    else:
+        click.echo(f"list {lst.name!r} created (id {lst.id})")
+
+
+@lists.command("list")
+@json_option
+@pass_app
+def lists_list(app: App, as_json: bool) -> None:
+    """Show every list with its number of subscribed members.
+
+    \b
+    Example:
+      bulkmail lists list --json
+    """
+    rows = all_lists(app.ready_db())
+    if as_json:
+        echo_json([{"id": lst.id, "name": lst.name, "subscribed": n} for lst, n in rows])
+        return
+    for lst, n in rows:
+        click.echo(f"{lst.id:>4}  {lst.name:<30} {n:>9} subscribed")
+
+
+@click.group()
+def subscribers() -> None:
+    """Subscribers: import from CSV."""
+
+
+@subscribers.command("import")
+@click.option("--list", "list_name", required=True, help="The list to add them to.")
+@click.argument("file", type=click.Path(path_type=Path))
+@json_option
+@pass_app
+def subscribers_import(app: App, list_name: str, file: Path, as_json: bool) -> None:
+    """Import subscribers from a CSV file with a header row.
+
+    The 'email' column is required, 'name' optional; every other column becomes an
+    attribute usable in templates. Re-importing updates instead of duplicating; members
+    who unsubscribed stay unsubscribed. Rejected rows are listed with their line numbers.
+
+    \b
+    Example:
+      bulkmail subscribers import --list news people.csv --json
+    """
+    result = import_csv(app.ready_db(), list_name, file)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    click.echo(f"imported {result.imported}, updated {result.updated}, "
+               f"rejected {len(result.rejected)}")
+    for r in result.rejected[:50]:
+        click.echo(f"  line {r.line}: {r.email!r}: {r.reason}", err=True)
+    if len(result.rejected) > 50:
+        click.echo(f"  ... and {len(result.rejected) - 50} more (use --json for all)", err=True)
+
+
+COMMANDS = [lists, subscribers]

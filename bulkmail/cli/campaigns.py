@@ -1,0 +1,136 @@
+"""``bulkmail campaigns ...``: create, list, show, preview, send, status."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bulkmail import campaigns as lib
+from bulkmail.cli.main import App, pass_app
+from bulkmail.cli.options import echo_json, json_option
+
+
+@click.group()
+def campaigns() -> None:
+    """Campaigns: create, preview, send, follow."""
+
+
+@campaigns.command("create")
+@click.option("--name", required=True, help="A name for people.")
+@click.option("--list", "list_name", required=True, help="The list to send to.")
+@click.option("--subject", required=True, help="Subject line (a Jinja2 template).")
+@click.option("--from", "from_header", required=True, help='"Name <address@domain>".')
+@click.option("--template", required=True,
+              help="A template folder (body.html and/or body.txt) or a bundled name.")
+@click.option("--reply-to", default=None, help="Optional Reply-To address.")
+@json_option
+@pass_app
+def create(app: App, name: str, list_name: str, subject: str, from_header: str,
+           template: str, reply_to: str | None, as_json: bool) -> None:
+    """Create a campaign; its template is checked now, not during the send.
+
+    \b
+    Example:
+      bulkmail campaigns create --name "May news" --list news \\
+        --subject "News for {{ subscriber.name or 'you' }}" \\
+        --from "Example News <news@example.com>" --template newsletter --json
+    """
+    c = lib.create_campaign(app.ready_db(), app.settings, name=name, list_name=list_name,
+                            subject=subject, from_header=from_header, template=template,
+                            reply_to=reply_to)
+    if as_json:
+        echo_json({"id": c.id})
+    else:
+        click.echo(f"campaign {c.id} created ({c.state})")
+
+
+@campaigns.command("list")
+@json_option
+@pass_app
+def list_(app: App, as_json: bool) -> None:
+    """One line per campaign: state and progress.
+
+    \b
+    Example:
+      bulkmail campaigns list
+    """
+    db = app.ready_db()
+    rows = [lib.status(db, c.id) for c in lib.all_campaigns(db)]
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        done = r["sent"] + r["bounced"] + r["expired"] + r["failed"] + r["skipped"]
+        click.echo(f"{r['id']:>4}  {r['name'][:30]:<30} {r['state']:<10} "
+                   f"{done}/{r['total']} done, {r['sent']} sent, {r['deferred']} deferred, "
+                   f"{r['bounced']} bounced")
+
+
+@campaigns.command("show")
+@click.argument("campaign_id", type=int)
+@json_option
+@pass_app
+def show(app: App, campaign_id: int, as_json: bool) -> None:
+    """Show a campaign's settings and counts.
+
+    \b
+    Example:
+      bulkmail campaigns show 1
+    """
+    db = app.ready_db()
+    c = lib.get_campaign(db, campaign_id)
+    data = {
+        "id": c.id, "name": c.name, "state": c.state, "subject": c.subject,
+        "from": c.from_header, "reply_to": c.reply_to, "template": c.template,
+        "list_id": c.list_id, "scheduled_at": c.scheduled_at, "created_at": c.created_at,
+        "started_at": c.started_at, "finished_at": c.finished_at, "reason": c.state_reason,
+        "counts": lib.state_counts(db, c.id),
+    }
+    if as_json:
+        echo_json(data)
+        return
+    for key, value in data.items():
+        if key != "counts":
+            click.echo(f"{key:>13}: {value}")
+    click.echo("       counts: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items() if v))
+
+
+@campaigns.command("preview")
+@click.argument("campaign_id", type=int)
+@click.option("--to", "to", required=True, help="A subscriber's address.")
+@pass_app
+def preview(app: App, campaign_id: int, to: str) -> None:
+    """Print the exact bytes that would be sent to one subscriber (DKIM-signed).
+
+    \b
+    Example:
+      bulkmail campaigns preview 1 --to alice@example.com > alice.eml
+    """
+    from bulkmail.delivery.pipeline import preview_bytes
+
+    data = preview_bytes(app.settings, app.ready_db(), campaign_id, to)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+@campaigns.command("status")
+@click.argument("campaign_id", type=int)
+@json_option
+@pass_app
+def status(app: App, campaign_id: int, as_json: bool) -> None:
+    """Counts per delivery state, also while a send runs elsewhere.
+
+    \b
+    Example:
+      bulkmail campaigns status 1 --json
+    """
+    data = lib.status(app.ready_db(), campaign_id)
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"campaign {data['id']} {data['name']!r}: {data['state']}, {data['total']} deliveries")
+    click.echo("  " + ", ".join(f"{k} {data[k]}" for k in list(data)[4:]))
+
+
+COMMANDS = [campaigns]

@@ -1,0 +1,298 @@
+"""Settings: a TOML file plus the environment, loaded into frozen dataclasses, validated on load.
+
+Where the file is: ``--config PATH``, else ``$BULKMAIL_CONFIG``, else ``./bulkmail.toml``; a
+missing default file means "all defaults" (so ``bulkmail init`` works in an empty folder).
+Secrets never live in the file: it names environment variables (``password_env``,
+``secret_env``) and ``$BULKMAIL_DATABASE_URL`` overrides ``[database] url``.
+
+Every problem (an unknown key, a wrong type, a bad value) is one ``ConfigError`` line naming
+the file, the key and what is wrong — the keys below are a contract other tools rely on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from bulkmail.errors import ConfigError
+
+DEFAULT_PATH = "bulkmail.toml"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///bulkmail.db"
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    helo: str = "localhost"
+    mode: str = "mx"
+    port: int = 25
+    tls: str = "opportunistic"
+    return_path_domain: str = "localhost"
+    message_id_domain: str = ""
+    ca_file: str = ""
+    sender_id: str = "bulkmail"
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    password_env: str = "BULKMAIL_RELAY_PASSWORD"
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    nameservers: tuple[str, ...] = ()
+    port: int = 53
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    domain: str = ""
+    selector: str = ""
+    key_file: str = ""
+    ed25519_selector: str = ""
+    ed25519_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    connections: int = 10
+    messages_per_connection: int = 100
+    rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    intervals: tuple[str, ...] = ("30m", "1h", "2h", "4h")
+    max_age: str = "5d"
+
+
+@dataclass(frozen=True)
+class TimeoutSettings:
+    """SMTP command timeouts in seconds; defaults are RFC 5321 §4.5.3.2's minimums."""
+
+    connect: float = 30.0
+    greeting: float = 300.0
+    mail: float = 300.0
+    rcpt: float = 300.0
+    data_init: float = 120.0
+    data_block: float = 180.0
+    data_end: float = 600.0
+    session: float = 1800.0
+
+
+@dataclass(frozen=True)
+class UnsubscribeSettings:
+    url: str = "http://localhost:8080/unsubscribe"
+    mailto: str = ""
+    secret_env: str = "BULKMAIL_SECRET"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    batch_size: int = 500
+    lease_seconds: float = 300.0
+    flush_interval: float = 0.2
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings = DatabaseSettings()
+    sender: SenderSettings = SenderSettings()
+    relay: RelaySettings = RelaySettings()
+    dns: DnsSettings = DnsSettings()
+    dkim: DkimSettings = DkimSettings()
+    limits: Mapping[str, Limits] = field(default_factory=lambda: {"default": Limits()})
+    retry: RetrySettings = RetrySettings()
+    timeouts: TimeoutSettings = TimeoutSettings()
+    unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
+    engine: EngineSettings = EngineSettings()
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    source: str = "<defaults>"
+    base_dir: Path = Path(".")
+
+    def limits_for(self, domain: str) -> Limits:
+        """The limits for a destination domain: its own override, else ``[limits.default]``."""
+        return self.limits.get(domain.lower()) or self.limits["default"]
+
+    def secret(self) -> bytes:
+        """The HMAC key for tokens, from the environment variable the config names."""
+        value = os.environ.get(self.unsubscribe.secret_env, "")
+        if not value:
+            raise ConfigError(
+                f"{self.source}: unsubscribe.secret_env: environment variable "
+                f"{self.unsubscribe.secret_env} is not set (the HMAC key for unsubscribe and bounce tokens)"
+            )
+        return value.encode()
+
+    def relay_password(self) -> str:
+        return os.environ.get(self.relay.password_env, "")
+
+    def path(self, value: str) -> Path:
+        """A path from the config file, relative to the file's folder."""
+        p = Path(value)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+_CHOICES = {
+    ("sender", "mode"): ("mx", "relay"),
+    ("sender", "tls"): ("opportunistic", "required", "off"),
+    ("relay", "security"): ("starttls", "tls"),
+}
+
+_SECTIONS: dict[str, type] = {
+    "database": DatabaseSettings,
+    "sender": SenderSettings,
+    "relay": RelaySettings,
+    "dns": DnsSettings,
+    "dkim": DkimSettings,
+    "retry": RetrySettings,
+    "timeouts": TimeoutSettings,
+    "unsubscribe": UnsubscribeSettings,
+    "engine": EngineSettings,
+}
+
+
+def _coerce(where: str, expected: Any, value: Any) -> Any:
+    """Check one value against its annotated type; int is accepted where float is expected."""
+    if expected is bool:
+        ok = isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif expected is str:
+        ok = isinstance(value, str)
+    else:  # tuple[str, ...]
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    if not ok:
+        name = getattr(expected, "__name__", None) or "list of strings"
+        raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _section(source: str, name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{source}: {name}.{key}"
+        if key not in hints:
+            known = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"{where}: unknown key (known: {known})")
+        value = _coerce(where, hints[key], value)
+        choices = _CHOICES.get((name.split(".")[0], key))
+        if choices and value not in choices:
+            raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
+        if hints[key] in (int, float) and value < 0:
+            raise ConfigError(f"{where}: must not be negative, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _validate(s: Settings) -> None:
+    """Cross-key rules and the values that need parsing (durations)."""
+    from bulkmail.delivery.retry import parse_duration
+
+    for i, text in enumerate(s.retry.intervals):
+        try:
+            parse_duration(text)
+        except ValueError as exc:
+            raise ConfigError(f"{s.source}: retry.intervals[{i}]: {exc}") from None
+    if not s.retry.intervals:
+        raise ConfigError(f"{s.source}: retry.intervals: must name at least one interval")
+    try:
+        parse_duration(s.retry.max_age)
+    except ValueError as exc:
+        raise ConfigError(f"{s.source}: retry.max_age: {exc}") from None
+    if s.sender.mode == "relay" and not s.relay.host:
+        raise ConfigError(f"{s.source}: relay.host: required when sender.mode = \"relay\"")
+    if bool(s.dkim.key_file) and not (s.dkim.domain and s.dkim.selector):
+        raise ConfigError(f"{s.source}: dkim: key_file needs domain and selector too")
+    for domain, lim in s.limits.items():
+        if lim.connections < 1:
+            raise ConfigError(f"{s.source}: limits.{domain}.connections: must be at least 1")
+        if lim.messages_per_connection < 1:
+            raise ConfigError(f"{s.source}: limits.{domain}.messages_per_connection: must be at least 1")
+
+
+def _limits(source: str, raw: Any) -> dict[str, Limits]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [limits] must be a table of tables")
+    default = _section(source, "limits.default", Limits, raw.get("default", {}))
+    out = {"default": default}
+    for domain, table in raw.items():
+        if domain == "default":
+            continue
+        merged = {**dataclasses.asdict(default), **(table if isinstance(table, dict) else {})}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [limits.\"{domain}\"] must be a table")
+        out[domain.lower()] = _section(source, f"limits.{domain}", Limits, merged)
+    return out
+
+
+def _routes(source: str, raw: Any) -> dict[str, tuple[str, ...]]:
+    """``[routes]``: a transport map, domain -> "host[:port]" or a list of them (skips MX lookup)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [routes] must be a table")
+    out = {}
+    for domain, value in raw.items():
+        if isinstance(value, str):
+            value = [value]
+        value = _coerce(f"{source}: routes.{domain}", tuple[str, ...], value)
+        out[domain.lower()] = value
+    return out
+
+
+def parse_settings(data: Mapping[str, Any], source: str, base_dir: Path = Path(".")) -> Settings:
+    """Build validated Settings from parsed TOML (a dict); ``source`` names it in errors."""
+    kwargs: dict[str, Any] = {"source": source, "base_dir": base_dir}
+    for name, raw in data.items():
+        if name in _SECTIONS:
+            kwargs[name] = _section(source, name, _SECTIONS[name], raw)
+        elif name == "limits":
+            kwargs["limits"] = _limits(source, raw)
+        elif name == "routes":
+            kwargs["routes"] = _routes(source, raw)
+        else:
+            known = ", ".join([*_SECTIONS, "limits", "routes"])
+            raise ConfigError(f"{source}: [{name}]: unknown section (known: {known})")
+    settings = Settings(**kwargs)
+    env_url = os.environ.get("BULKMAIL_DATABASE_URL")
+    if env_url:
+        settings = dataclasses.replace(settings, database=DatabaseSettings(url=env_url))
+    _validate(settings)
+    return settings
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load the config file (see the module docstring for where it is looked for)."""
+    explicit = path is not None or "BULKMAIL_CONFIG" in os.environ
+    chosen = Path(path or os.environ.get("BULKMAIL_CONFIG") or DEFAULT_PATH)
+    if not chosen.exists():
+        if explicit:
+            raise ConfigError(f"{chosen}: config file not found")
+        return parse_settings({}, "<defaults>")
+    try:
+        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{chosen}: cannot read: {exc}") from None
+    return parse_settings(data, str(chosen), chosen.resolve().parent)

@@ -1,0 +1,260 @@
+"""The named queries of the durable queue: enqueue, claim, renew, record, finish.
+
+Each is one short transaction, written for both SQLite and PostgreSQL:
+- enqueue copies list members into ``deliveries`` in keyset batches; the unique
+  (campaign, subscriber) key makes it idempotent; suppressed addresses become ``skipped``.
+- claim moves due rows to ``sending`` under a lease (owner, lease_until). ``next_attempt_at``
+  of a claimed row is set to its lease expiry, so "due" is one condition for every state:
+  a crashed worker's rows simply come due again. PostgreSQL claims with
+  ``FOR UPDATE SKIP LOCKED``; SQLite serialises writers (BEGIN IMMEDIATE), which is enough.
+- record writes a batch of outcomes; a row leaves ``sending`` only here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, text
+
+from bulkmail.db.engine import Database
+from bulkmail.db.models import (
+    CAMPAIGN_CANCELLED,
+    DEFERRED,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    SENDING,
+    SENT,
+    SKIPPED,
+    SUBSCRIBED,
+)
+
+ENQUEUE_BATCH = 20000
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery claimed for one attempt, with what composition needs."""
+
+    id: int
+    campaign_id: int
+    subscriber_id: int
+    email: str
+    domain: str
+    attempts: int  # including this one
+    first_attempt_at: float
+    name: str
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one attempt, ready to be written."""
+
+    delivery_id: int
+    campaign_id: int
+    subscriber_id: int
+    email: str
+    state: str
+    attempt: int
+    next_attempt_at: float | None
+    code: int | None
+    enhanced: str | None
+    text: str | None
+    mx_host: str | None
+    tls: str | None
+    event: str | None  # kind of event to append, or None
+    suppress: bool = False
+
+
+def enqueue(db: Database, campaign_id: int, list_id: int, now: float,
+            batch: int = ENQUEUE_BATCH) -> int:
+    """Create the campaign's deliveries from the list's subscribed members; returns rows added."""
+    sql = text(f"""
+        INSERT INTO deliveries (campaign_id, subscriber_id, email, domain, state, attempts,
+                                next_attempt_at, created_at, updated_at, last_text)
+        SELECT :cid, s.id, s.email, s.domain,
+               CASE WHEN x.id IS NULL THEN '{QUEUED}' ELSE '{SKIPPED}' END, 0, :now, :now, :now,
+               CASE WHEN x.id IS NULL THEN NULL ELSE 'suppressed: ' || x.reason END
+        FROM memberships m
+        JOIN subscribers s ON s.id = m.subscriber_id
+        LEFT JOIN suppressions x ON x.email = s.email
+        WHERE m.list_id = :lid AND m.status = '{SUBSCRIBED}' AND m.subscriber_id > :after
+          AND m.subscriber_id <= :upto
+        ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
+    """)
+    bounds = text("""
+        SELECT subscriber_id FROM memberships
+        WHERE list_id = :lid AND subscriber_id > :after
+        ORDER BY subscriber_id LIMIT 1 OFFSET :skip
+    """)
+    added, after = 0, 0
+    while True:
+        with db.session() as s:
+            upto = s.execute(bounds, {"lid": list_id, "after": after, "skip": batch - 1}).scalar()
+            last = upto if upto is not None else 2**62
+            res = s.execute(sql, {"cid": campaign_id, "lid": list_id, "after": after,
+                                  "upto": last, "now": now})
+            added += max(res.rowcount or 0, 0)
+        if upto is None:
+            return added
+        after = upto
+
+
+_CLAIM_FIELDS = "id, campaign_id, subscriber_id, email, domain, attempts, first_attempt_at"
+
+
+def claim(db: Database, campaign_ids: Sequence[int], owner: str, now: float, lease: float,
+          limit: int, exclude_domains: Iterable[str] = ()) -> list[Claimed]:
+    """Claim up to ``limit`` due deliveries of the campaigns for ``owner``."""
+    if not campaign_ids or limit <= 0:
+        return []
+    excluded = sorted(set(exclude_domains))
+    skip = "AND domain NOT IN :excluded" if excluded else ""
+    lock = "FOR UPDATE SKIP LOCKED" if not db.sqlite else ""
+    claimed: list[Any] = []
+    with db.session() as s:
+        # One index range scan per state (see ix_deliveries_due), oldest due first.
+        for state in (SENDING, DEFERRED, QUEUED):
+            want = limit - len(claimed)
+            if want <= 0:
+                break
+            stmt = text(f"""
+                UPDATE deliveries SET state = '{SENDING}', lease_owner = :owner,
+                       lease_until = :until, next_attempt_at = :until,
+                       attempts = attempts + 1,
+                       first_attempt_at = COALESCE(first_attempt_at, :now), updated_at = :now
+                WHERE id IN (
+                    SELECT id FROM deliveries
+                    WHERE campaign_id IN :cids AND state = :state AND next_attempt_at <= :now {skip}
+                    ORDER BY next_attempt_at LIMIT :want {lock})
+                RETURNING {_CLAIM_FIELDS}
+            """).bindparams(bindparam("cids", expanding=True))
+            params: dict[str, Any] = {"owner": owner, "until": now + lease, "now": now,
+                                      "cids": list(campaign_ids), "state": state, "want": want}
+            if excluded:
+                stmt = stmt.bindparams(bindparam("excluded", expanding=True))
+                params["excluded"] = excluded
+            claimed.extend(s.execute(stmt, params).all())
+        if not claimed:
+            return []
+        people = {
+            row[0]: (row[1], row[2])
+            for row in s.execute(
+                text("SELECT id, name, attributes FROM subscribers WHERE id IN :ids")
+                .bindparams(bindparam("ids", expanding=True)),
+                {"ids": [r.subscriber_id for r in claimed]},
+            ).all()
+        }
+    out = []
+    for r in claimed:
+        name, attrs = people.get(r.subscriber_id, ("", {}))
+        if isinstance(attrs, str):  # JSON comes back as text through text() on SQLite
+            attrs = json.loads(attrs)
+        out.append(Claimed(r.id, r.campaign_id, r.subscriber_id, r.email, r.domain, r.attempts,
+                           r.first_attempt_at, name or "", attrs or {}))
+    return out
+
+
+def renew(db: Database, owner: str, ids: Sequence[int], now: float, lease: float) -> None:
+    """Extend the lease of rows this owner still holds (they wait in a queue, not lost)."""
+    if not ids:
+        return
+    with db.session() as s:
+        s.execute(
+            text(f"""UPDATE deliveries SET lease_until = :until, next_attempt_at = :until
+                     WHERE id IN :ids AND lease_owner = :owner AND state = '{SENDING}'""")
+            .bindparams(bindparam("ids", expanding=True)),
+            {"until": now + lease, "ids": list(ids), "owner": owner},
+        )
+
+
+_RECORD = """
+    UPDATE deliveries SET state = :state, next_attempt_at = COALESCE(:next_at, next_attempt_at),
+           lease_owner = NULL, lease_until = NULL, last_code = :code, last_enhanced = :enhanced,
+           last_text = :text, mx_host = :mx_host, tls = :tls, updated_at = :now,
+           finished_at = CASE WHEN :final THEN :now ELSE NULL END
+    WHERE id = :id AND state IN ({})
+"""
+# A "sent" answer is the truth even if our lease lapsed meanwhile (the row may have been
+# reclaimed); any other outcome may only replace the attempt it answers.
+_RECORD_SENT = text(_RECORD.format(f"'{SENDING}', '{QUEUED}', '{DEFERRED}'"))
+_RECORD_OTHER = text(_RECORD.format(f"'{SENDING}'"))
+
+
+def record(db: Database, results: Sequence[Result], now: float) -> None:
+    """Write a batch of outcomes, their events and the suppressions they cause."""
+    if not results:
+        return
+    rows = [
+        {"id": r.delivery_id, "state": r.state, "next_at": r.next_attempt_at, "code": r.code,
+         "enhanced": r.enhanced, "text": r.text, "mx_host": r.mx_host, "tls": r.tls,
+         "now": now, "final": r.state != DEFERRED}
+        for r in results
+    ]
+    sent = [row for row in rows if row["state"] == SENT]
+    other = [row for row in rows if row["state"] != SENT]
+    events = [
+        {"kind": r.event, "campaign_id": r.campaign_id, "delivery_id": r.delivery_id,
+         "subscriber_id": r.subscriber_id, "email": r.email, "code": r.code,
+         "enhanced": r.enhanced, "text": r.text, "mx_host": r.mx_host, "attempt": r.attempt,
+         "source": "engine", "created_at": now}
+        for r in results if r.event
+    ]
+    suppress = {r.email: r for r in results if r.suppress}
+    with db.session() as s:
+        if sent:
+            s.execute(_RECORD_SENT, sent)
+        if other:
+            s.execute(_RECORD_OTHER, other)
+        if events:
+            s.execute(text("""
+                INSERT INTO events (kind, campaign_id, delivery_id, subscriber_id, email, code,
+                                    enhanced, text, mx_host, attempt, source, created_at)
+                VALUES (:kind, :campaign_id, :delivery_id, :subscriber_id, :email, :code,
+                        :enhanced, :text, :mx_host, :attempt, :source, :created_at)"""), events)
+        if suppress:
+            add_suppressions(s, [(e, f"{r.code} {r.enhanced or ''} {r.text or ''}".strip(), "bounce")
+                                 for e, r in suppress.items()], now)
+
+
+def add_suppressions(session: Any, entries: Sequence[tuple[str, str, str]], now: float) -> None:
+    """Insert (email, reason, source) suppressions; an existing entry is kept as it is."""
+    session.execute(
+        text("""INSERT INTO suppressions (email, reason, source, created_at)
+                VALUES (:email, :reason, :source, :now) ON CONFLICT (email) DO NOTHING"""),
+        [{"email": e, "reason": reason[:1000], "source": src, "now": now}
+         for e, reason, src in entries],
+    )
+
+
+def pending(db: Database, campaign_id: int) -> tuple[int, float | None]:
+    """(deliveries not final, the earliest next_attempt_at among them)."""
+    with db.session() as s:
+        row = s.execute(text(f"""
+            SELECT COUNT(*), MIN(next_attempt_at) FROM deliveries
+            WHERE campaign_id = :cid AND state IN ('{QUEUED}', '{SENDING}', '{DEFERRED}')
+        """), {"cid": campaign_id}).one()
+    return int(row[0]), row[1]
+
+
+def set_campaign_state(db: Database, campaign_id: int, state: str, now: float,
+                       reason: str = "") -> None:
+    with db.session() as s:
+        extra = ""
+        if state == RUNNING:
+            extra = ", started_at = COALESCE(started_at, :now), finished_at = NULL"
+        elif state in (FINISHED, CAMPAIGN_CANCELLED):
+            extra = ", finished_at = :now"
+        s.execute(text(f"UPDATE campaigns SET state = :state, state_reason = :reason {extra} "
+                       "WHERE id = :id"),
+                  {"state": state, "reason": reason, "now": now, "id": campaign_id})
+
+
+def mark_enqueued(db: Database, campaign_id: int) -> None:
+    with db.session() as s:
+        s.execute(text("UPDATE campaigns SET enqueued = :t WHERE id = :id"),
+                  {"t": True, "id": campaign_id})
