@@ -181,7 +181,7 @@ def _coerce(where: str, expected: Any, value: Any) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
     if not ok:
-        name = getattr(expected, "__name__", None) or "list of strings"
+        name = expected.__name__ if isinstance(expected, type) else "list of strings"
         raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
     return value
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _FAST = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
+# Reserved names (RFC 6761) are refused, except "test" (RFC 2606), which demos and tests use.
+_RESERVED = tuple(n for n in SPECIAL_USE_DOMAIN_NAMES if n != "test")
 
 
 @dataclass(frozen=True)
@@ -40,14 +42,22 @@ def normalize_address(raw: str) -> Address:
     m = _FAST.fullmatch(text)
     if m and len(m.group(1)) <= 64 and len(text) <= 254:
         domain = m.group(2).lower()
-        return Address(f"{m.group(1)}@{domain}", domain, False)
+        if not _reserved(domain):
+            return Address(f"{m.group(1)}@{domain}", domain, False)
     try:
-        info = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+        info = validate_email(text, check_deliverability=False, allow_smtputf8=True,
+                              test_environment=True)
     except EmailNotValidError as exc:
         raise InvalidAddress(str(exc)) from None
     domain = (info.ascii_domain or info.domain).lower()
     local = info.local_part
+    if len(local.encode()) > 64:
+        raise InvalidAddress("the part before the @-sign is longer than 64 octets (RFC 5321)")
     email = f"{local}@{domain}"
     if len(email.encode()) > 254:
         raise InvalidAddress("address longer than 254 octets (RFC 5321)")
     return Address(email, domain, not local.isascii())
+
+
+def _reserved(domain: str) -> bool:
+    return any(domain == n or domain.endswith("." + n) for n in _RESERVED)
