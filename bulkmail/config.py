@@ -136,6 +136,11 @@ class Settings:
                 f"{self.source}: unsubscribe.secret_env: environment variable "
                 f"{self.unsubscribe.secret_env} is not set (the HMAC key for unsubscribe and bounce tokens)"
             )
+        if len(value.encode()) < 16:
+            raise ConfigError(
+                f"{self.source}: unsubscribe.secret_env: {self.unsubscribe.secret_env} must be at "
+                "least 16 characters (try: openssl rand -hex 32)"
+            )
         return value.encode()
 
     def relay_password(self) -> str:

@@ -132,5 +132,8 @@ def test_secret_comes_from_the_named_variable(tmp_path: Path,
     monkeypatch.delenv("MY_SECRET", raising=False)
     with pytest.raises(ConfigError, match="MY_SECRET is not set"):
         s.secret()
-    monkeypatch.setenv("MY_SECRET", "s3cret")
-    assert s.secret() == b"s3cret"
+    monkeypatch.setenv("MY_SECRET", "short")
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        s.secret()
+    monkeypatch.setenv("MY_SECRET", "a-long-enough-s3cret")
+    assert s.secret() == b"a-long-enough-s3cret"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs and starts what the test suite talks to, on a fresh Debian machine (run as root):
+# Postfix's smtp-sink/smtp-source, Perl Mail::DKIM (the independent DKIM verifier), Dovecot
+# (IMAP/POP3 bounce mailbox), and PostgreSQL started if it is installed but not running.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need=()
+for pkg in postfix libmail-dkim-perl dovecot-imapd dovecot-pop3d; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# PostgreSQL: the multi-worker tests run against the server at 127.0.0.1:5432.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  if [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+    for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+  else
+    echo "PostgreSQL is not installed; install it or set BULKMAIL_TEST_PG" >&2
+    exit 1
+  fi
+fi
