@@ -114,6 +114,48 @@ def preview(app: App, campaign_id: int, to: str) -> None:
     sys.stdout.buffer.flush()
 
 
+@campaigns.command("send")
+@click.argument("campaign_id", type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes to send with (use every core).")
+@click.option("--wait", is_flag=True,
+              help="Keep going, honouring retry intervals, until every delivery is final.")
+@json_option
+@pass_app
+def send(app: App, campaign_id: int, workers: int, wait: bool, as_json: bool) -> None:
+    """Deliver a campaign: enqueue its recipients, then send everything due now.
+
+    Safe to run again at any time, also after a crash: nothing already sent is sent again
+    (except the few messages in flight at a hard kill). Ctrl-C stops claiming, lets the
+    messages in flight finish, records them and prints the summary.
+
+    \b
+    Example:
+      bulkmail campaigns send 1 --workers 2 --wait
+    """
+    from bulkmail.cli.progress import ProgressView
+    from bulkmail.delivery.runner import send_campaign
+
+    db = app.ready_db()
+    lib.get_campaign(db, campaign_id)
+    with ProgressView(campaign_id, enabled=not as_json) as view:
+        report = send_campaign(app.settings, db, campaign_id, workers=workers, wait=wait,
+                               config_path=app.config_path, progress=view)
+    counts = {k: v for k, v in report.counts.items()}
+    if as_json:
+        echo_json({"id": campaign_id, "state": report.state, "total": sum(counts.values()),
+                   **counts, "seconds": round(report.seconds, 3),
+                   "interrupted": report.interrupted})
+        return
+    total = sum(counts.values())
+    click.echo(f"campaign {campaign_id}: {report.state}"
+               f"{' (interrupted)' if report.interrupted else ''}, {total} deliveries "
+               f"in {report.seconds:.1f}s")
+    for state, n in counts.items():
+        if n:
+            click.echo(f"  {state:<10} {n:>9}")
+
+
 @campaigns.command("status")
 @click.argument("campaign_id", type=int)
 @json_option

@@ -166,6 +166,11 @@ class MxResolver:
             return Route(name, (), site, reply)
         return Route(name, tuple(hosts), site)
 
+    def reshuffle(self, hosts: tuple[MxHost, ...]) -> tuple[MxHost, ...]:
+        """The same hosts in a fresh order: called for each new connection, so equal-preference
+        hosts share the load even when one Route serves many messages."""
+        return self._order(list(hosts))
+
     def _order(self, hosts: list[MxHost]) -> tuple[MxHost, ...]:
         """Sort by preference; shuffle each group of equal preference (RFC 5321 5.1)."""
         ordered: list[MxHost] = []

@@ -1,0 +1,125 @@
+"""``bulkmail demo``: a whole campaign on this machine, with local servers standing in for the world.
+
+It builds a demo folder (config, SQLite database, a fresh DKIM key), starts a DNS server on
+127.0.0.1 answering for the demo domains (MX records pointing at 127.0.0.2-127.0.0.5, one
+domain with only an A record, the DKIM key's TXT record) and a capture SMTP server on each of
+those addresses, then runs the ordinary commands — init, lists create, subscribers import,
+campaigns create, campaigns send --wait — through the same code an operator uses.
+Delivered messages land as .eml files in ``<out>/mail/``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import click
+
+from bulkmail.peers.dns import DnsServer, Zone
+from bulkmail.peers.smtp import SmtpServer, free_port
+from bulkmail.signing.keys import dns_txt_value, generate_private_key, load_private_key, split_txt
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "templates" / "sample" / "subscribers.csv"
+MX_HOSTS = {"mx1.example.test": "127.0.0.2", "mx2.example.test": "127.0.0.3",
+            "mx.post.test": "127.0.0.4", "inbox.test": "127.0.0.5"}
+SENDING_DOMAIN = "news.test"
+
+
+def demo_zone(public_txt: str) -> Zone:
+    zone = Zone()
+    for domain in ("example.test", "mail.example.test"):
+        zone.add(domain, "MX", "10 mx1.example.test.")
+        zone.add(domain, "MX", "20 mx2.example.test.")
+    zone.add("post.test", "MX", "10 mx.post.test.")
+    for host, ip in MX_HOSTS.items():
+        zone.add(host, "A", ip)  # inbox.test has no MX: delivered to its A record (implicit MX)
+    zone.add(f"s1._domainkey.{SENDING_DOMAIN}", "TXT", split_txt(public_txt))
+    zone.add(SENDING_DOMAIN, "MX", f"10 mx1.{SENDING_DOMAIN}.")
+    zone.add(f"mx1.{SENDING_DOMAIN}", "A", "127.0.0.2")
+    return zone
+
+
+def write_config(out: Path, dns_port: int, smtp_port: int) -> Path:
+    config = out / "bulkmail.toml"
+    config.write_text(f"""\
+# Written by 'bulkmail demo': everything points at servers on this machine.
+[database]
+url = "sqlite:///{(out / 'demo.db').resolve()}"
+
+[sender]
+helo = "mail.{SENDING_DOMAIN}"
+port = {smtp_port}
+tls = "opportunistic"
+return_path_domain = "bounces.{SENDING_DOMAIN}"
+
+[dns]
+nameservers = ["127.0.0.1"]
+port = {dns_port}
+timeout = 2.0
+
+[dkim]
+domain = "{SENDING_DOMAIN}"
+selector = "s1"
+key_file = "keys/s1.pem"
+
+[limits.default]
+connections = 4
+messages_per_connection = 50
+
+[retry]
+intervals = ["5s", "10s"]
+max_age = "1h"
+
+[unsubscribe]
+url = "http://127.0.0.1:8080/unsubscribe"
+mailto = "unsubscribe@{SENDING_DOMAIN}"
+""", encoding="utf-8")
+    return config
+
+
+def _run(config: Path, *args: str) -> None:
+    from bulkmail.cli.main import cli
+
+    click.echo(click.style(f"$ bulkmail {' '.join(args)}", bold=True), err=True)
+    try:
+        cli.main(args=["--config", str(config), *args], prog_name="bulkmail",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        if exc.exit_code:
+            raise
+
+
+def run_demo(out_dir: str) -> None:
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "keys").mkdir(parents=True)
+    (out / "mail").mkdir()
+    pem = generate_private_key("rsa", 2048)
+    key_path = out / "keys" / "s1.pem"
+    key_path.write_bytes(pem)
+    key_path.chmod(0o600)
+    os.environ.setdefault("BULKMAIL_SECRET", secrets.token_hex(16))
+    zone = demo_zone(dns_txt_value(load_private_key(pem)))
+    port = free_port(tuple(MX_HOSTS.values()))
+    with DnsServer(zone) as dns:
+        servers = [SmtpServer(ip, port, maildir=out / "mail").start() for ip in MX_HOSTS.values()]
+        try:
+            config = write_config(out, dns.port, port)
+            _run(config, "init")
+            _run(config, "lists", "create", "demo")
+            _run(config, "subscribers", "import", "--list", "demo", str(SAMPLE))
+            _run(config, "campaigns", "create", "--name", "Demo newsletter", "--list", "demo",
+                 "--subject", "Hello {{ subscriber.name or 'there' }}: the demo newsletter",
+                 "--from", f"Demo News <news@{SENDING_DOMAIN}>", "--template", "newsletter")
+            _run(config, "campaigns", "send", "1", "--wait")
+        finally:
+            for server in servers:
+                server.stop()
+    received = sum(len(s.messages) for s in servers)
+    click.echo(f"\n{received} messages delivered to the capture servers; "
+               f"open them in {out / 'mail'}/ (e.g. {next(iter(sorted((out / 'mail').glob('*.eml'))), '')})")
+    click.echo(f"config and database: {out / 'bulkmail.toml'}, {out / 'demo.db'}")
