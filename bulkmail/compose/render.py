@@ -1,0 +1,229 @@
+"""Jinja2 rendering of a campaign's subject and bodies, compiled once per campaign.
+
+A template is a directory with ``body.html`` and/or ``body.txt`` and optionally
+``subject.txt``; a bare name finds a bundled one under the repository's ``templates/``.
+``body.html`` is autoescaped; text and subject are not. Undefined variables are errors
+(StrictUndefined), and every Jinja2 failure leaves here as a one-line
+:class:`~bulkmail.errors.TemplateError` naming the file and line.
+
+Templates see ``subscriber`` (``.email``, ``.name``, ``.attributes``; an attribute also
+reads as ``subscriber.city``), ``campaign`` (``.id``, ``.name``, ``.subject``,
+``.list_name``) and ``unsubscribe_url``. ``trim_blocks`` and ``lstrip_blocks`` are on, so a
+line holding only a ``{% ... %}`` tag leaves no blank line in a text body.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+import bulkmail
+from bulkmail.compose.text import html_template_to_text, html_to_text, tidy_text
+from bulkmail.errors import TemplateError
+
+__all__ = [
+    "CampaignInfo",
+    "Recipient",
+    "RenderedMessage",
+    "TemplateSet",
+    "bundled_templates_dir",
+    "resolve_template_dir",
+]
+
+SUBJECT_NAME = "<campaign subject>"
+TEXT_FROM_HTML_NAME = "<body.html as text>"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One subscriber to compose for (a value; no database object)."""
+
+    subscriber_id: int
+    email: str
+    name: str = ""
+    attributes: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    """What composing needs to know about a campaign."""
+
+    id: int
+    name: str
+    subject: str  # a Jinja2 template; empty means: use the template's subject.txt
+    from_header: str  # "Name <addr>"
+    list_id: int
+    list_name: str
+    template: str  # a directory path, or the name of a bundled template
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    text: str
+    html: str | None
+
+
+class SubscriberView:
+    """``subscriber`` in templates; unknown names fall back to the attributes mapping."""
+
+    __slots__ = ("email", "name", "attributes", "id")
+
+    def __init__(self, recipient: Recipient) -> None:
+        self.id = recipient.subscriber_id
+        self.email = recipient.email
+        self.name = recipient.name
+        self.attributes = recipient.attributes
+
+    def __getitem__(self, key: str) -> Any:
+        return self.attributes[key]
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    """``campaign`` in templates."""
+
+    id: int
+    name: str
+    subject: str
+    list_name: str
+
+
+def bundled_templates_dir() -> Path:
+    """The repository's ``templates/`` directory."""
+    return Path(bulkmail.__file__).resolve().parent.parent / "templates"
+
+
+def resolve_template_dir(template: str, templates_dir: Path | None = None) -> Path:
+    """The directory ``template`` names: a path, or a name under ``templates_dir`` / bundled."""
+    path = Path(template).expanduser()
+    looks_like_path = path.is_absolute() or len(path.parts) > 1 or template.startswith(".")
+    candidates = [path] if looks_like_path else []
+    if not looks_like_path and template:
+        if templates_dir is not None:
+            candidates.append(Path(templates_dir) / template)
+        candidates.append(bundled_templates_dir() / template)
+    for candidate in candidates:
+        if (candidate / "body.html").is_file() or (candidate / "body.txt").is_file():
+            return candidate.resolve()
+    looked = ", ".join(str(c) for c in candidates) or "(empty name)"
+    raise TemplateError(f"template {template!r} not found (no body.html or body.txt in {looked})")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def template_error(exc: BaseException, known: set[str]) -> TemplateError:
+    """A one-line TemplateError for ``exc``, naming the template file and line if known."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        where = f"{exc.filename or exc.name or '?'}:{exc.lineno}"
+        return TemplateError(f"template error at {where}: {_one_line(exc.message or exc)}")
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename in known:
+            where = f" at {frame.filename}:{frame.lineno}"
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return TemplateError(f"template error{where}: template not found: {exc.name}")
+    kind = "" if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: "
+    return TemplateError(f"template error{where}: {kind}{_one_line(str(exc))}")
+
+
+def _markup_to_text(value: Any) -> Any:
+    return html_to_text(value) if isinstance(value, Markup) else value
+
+
+class TemplateSet:
+    """The compiled subject, text and HTML templates of one campaign."""
+
+    def __init__(self, campaign: CampaignInfo, templates_dir: Path | None = None) -> None:
+        self.directory = resolve_template_dir(campaign.template, templates_dir)
+        self._campaign = campaign
+        options: dict[str, Any] = dict(
+            loader=jinja2.FileSystemLoader(self.directory),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+        self._html_env = jinja2.Environment(autoescape=True, **options)
+        self._text_env = jinja2.Environment(autoescape=False, **options)
+        self._known = {str(self.directory / n) for n in ("body.html", "body.txt", "subject.txt")}
+        self._known |= {SUBJECT_NAME, TEXT_FROM_HTML_NAME}
+        try:
+            self._compile()
+        except (jinja2.TemplateError, OSError, UnicodeError) as exc:
+            raise template_error(exc, self._known) from None
+
+    def _exists(self, name: str) -> bool:
+        return (self.directory / name).is_file()
+
+    def _compile(self) -> None:
+        self.html = self._html_env.get_template("body.html") if self._exists("body.html") else None
+        self.text: jinja2.Template | None = None
+        self._text_is_converted = False
+        if self._exists("body.txt"):
+            self.text = self._text_env.get_template("body.txt")
+        elif self.html is not None:
+            self.text = self._convert_html_template()
+            self._text_is_converted = self.text is not None
+        subject = self._campaign.subject
+        if not subject.strip() and self._exists("subject.txt"):
+            subject = (self.directory / "subject.txt").read_text(encoding="utf-8").strip()
+        if not subject.strip():
+            raise TemplateError(
+                f"campaign {self._campaign.name!r} has no subject and "
+                f"{self.directory / 'subject.txt'} does not exist or is empty"
+            )
+        self.subject = self._from_string(self._text_env, subject, SUBJECT_NAME)
+
+    @staticmethod
+    def _from_string(env: jinja2.Environment, source: str, name: str) -> jinja2.Template:
+        code = env.compile(source, name=name, filename=name)
+        return env.template_class.from_code(env, code, env.make_globals(None))
+
+    def _convert_html_template(self) -> jinja2.Template | None:
+        assert self._html_env.loader is not None
+        source, _, _ = self._html_env.loader.get_source(self._html_env, "body.html")
+        converted = html_template_to_text(source)
+        if converted is None:
+            return None
+        env = self._text_env.overlay(finalize=_markup_to_text)
+        try:
+            return self._from_string(env, converted, TEXT_FROM_HTML_NAME)
+        except jinja2.TemplateSyntaxError:
+            return None  # convert each rendered message instead
+
+    def render(self, recipient: Recipient, unsubscribe_url: str) -> RenderedMessage:
+        """Subject, text and HTML for one recipient. Raises TemplateError."""
+        campaign = self._campaign
+        context: dict[str, Any] = {
+            "subscriber": SubscriberView(recipient),
+            "campaign": CampaignView(
+                campaign.id, campaign.name, campaign.subject, campaign.list_name
+            ),
+            "unsubscribe_url": unsubscribe_url,
+        }
+        try:
+            subject = self.subject.render(context)
+            context["campaign"] = CampaignView(
+                campaign.id, campaign.name, subject, campaign.list_name
+            )
+            html = self.html.render(context) if self.html is not None else None
+            if self.text is None:
+                assert html is not None
+                text = html_to_text(html)
+            elif self._text_is_converted:
+                text = tidy_text(self.text.render(context))
+            else:
+                text = self.text.render(context)
+        except Exception as exc:  # any failure inside a template is the template's fault
+            raise template_error(exc, self._known) from None
+        return RenderedMessage(subject, text, html)
