@@ -109,6 +109,38 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class BounceSettings:
+    """The bounce mailbox read by ``bounces fetch``."""
+
+    protocol: str = "imap"  # "imap" | "pop3"
+    host: str = ""
+    port: int = 0  # 0 = the protocol's default for the security chosen
+    security: str = "tls"  # "tls" (implicit) | "starttls" | "none" (loopback tests only)
+    username: str = ""
+    password_env: str = "BULKMAIL_BOUNCE_PASSWORD"
+    mailbox: str = "INBOX"
+    processed_folder: str = "bulkmail-processed"  # IMAP: where recognised messages are moved
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """The readiness checker (``bulkmail check``)."""
+
+    ips: tuple[str, ...] = ()  # sending IPs; --ip adds more
+    dnsbl_zones: tuple[str, ...] = ("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org")
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """Scheduling and campaign control."""
+
+    timezone: str = "UTC"  # for --at times given without an offset
+    grace: str = "24h"  # a scheduled campaign later than this is marked missed, not sent
+    pause_after_failures: int = 200  # consecutive connection/policy failures that pause a campaign
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = DatabaseSettings()
     sender: SenderSettings = SenderSettings()
@@ -120,6 +152,9 @@ class Settings:
     timeouts: TimeoutSettings = TimeoutSettings()
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
     engine: EngineSettings = EngineSettings()
+    bounces: BounceSettings = BounceSettings()
+    check: CheckSettings = CheckSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = "<defaults>"
     base_dir: Path = Path(".")
@@ -156,6 +191,8 @@ _CHOICES = {
     ("sender", "mode"): ("mx", "relay"),
     ("sender", "tls"): ("opportunistic", "required", "off"),
     ("relay", "security"): ("starttls", "tls"),
+    ("bounces", "protocol"): ("imap", "pop3"),
+    ("bounces", "security"): ("tls", "starttls", "none"),
 }
 
 _SECTIONS: dict[str, type] = {
@@ -168,6 +205,9 @@ _SECTIONS: dict[str, type] = {
     "timeouts": TimeoutSettings,
     "unsubscribe": UnsubscribeSettings,
     "engine": EngineSettings,
+    "bounces": BounceSettings,
+    "check": CheckSettings,
+    "schedule": ScheduleSettings,
 }
 
 
@@ -226,6 +266,10 @@ def _validate(s: Settings) -> None:
         parse_duration(s.retry.max_age)
     except ValueError as exc:
         raise ConfigError(f"{s.source}: retry.max_age: {exc}") from None
+    try:
+        parse_duration(s.schedule.grace)
+    except ValueError as exc:
+        raise ConfigError(f"{s.source}: schedule.grace: {exc}") from None
     if s.sender.mode == "relay" and not s.relay.host:
         raise ConfigError(f"{s.source}: relay.host: required when sender.mode = \"relay\"")
     if bool(s.dkim.key_file) and not (s.dkim.domain and s.dkim.selector):

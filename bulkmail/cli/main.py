@@ -90,10 +90,15 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from bulkmail.cli import admin, audience, campaigns
+    """Add the commands of every module in bulkmail.cli that lists them in ``COMMANDS``."""
+    import importlib
+    import pkgutil
 
-    for module in (admin, audience, campaigns):
-        for command in module.COMMANDS:
+    import bulkmail.cli as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"bulkmail.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
             cli.add_command(command)
 
 

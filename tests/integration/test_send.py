@@ -203,7 +203,8 @@ def test_starttls_is_used_and_recorded(world: World, tls_server_context, tls_ca,
     ca = world.root / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(ca))
     world.configure("sender", tls=mode, ca_file=str(ca))
-    world.mx("a.test", (10, "127.0.0.2"), starttls_context=tls_server_context())
+    world.mx("a.test", (10, "127.0.0.2"),
+             starttls_context=tls_server_context(f"mx-127-0-0-2.{SENDING_DOMAIN}"))
     world.subscribers(addresses("a.test", 3))
     cid = world.campaign()
     world.send(cid)
