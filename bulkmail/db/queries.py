@@ -141,6 +141,10 @@ def claim(db: Database, campaign_ids: Sequence[int], owner: str, now: float, lea
             claimed.extend(s.execute(stmt, params).all())
         if not claimed:
             return []
+        gone = _skip_opted_out(s, [r.id for r in claimed], now)
+        claimed = [r for r in claimed if r.id not in gone]
+        if not claimed:
+            return []
         people = {
             row[0]: (row[1], row[2])
             for row in s.execute(
@@ -159,6 +163,28 @@ def claim(db: Database, campaign_ids: Sequence[int], owner: str, now: float, lea
     return out
 
 
+def _skip_opted_out(session: Any, ids: list[int], now: float) -> set[int]:
+    """Claimed rows whose address was suppressed, or whose member unsubscribed, since enqueue:
+    they become ``skipped`` here, before any attempt."""
+    rows = session.execute(
+        text(f"""
+            UPDATE deliveries SET state = '{SKIPPED}', lease_owner = NULL, lease_until = NULL,
+                   attempts = attempts - 1, updated_at = :now, finished_at = :now,
+                   last_text = CASE WHEN EXISTS (SELECT 1 FROM suppressions x
+                                                 WHERE x.email = deliveries.email)
+                                    THEN 'suppressed' ELSE 'unsubscribed' END
+            WHERE id IN :ids AND (
+                EXISTS (SELECT 1 FROM suppressions x WHERE x.email = deliveries.email)
+                OR EXISTS (SELECT 1 FROM memberships m JOIN campaigns c ON c.list_id = m.list_id
+                           WHERE c.id = deliveries.campaign_id
+                             AND m.subscriber_id = deliveries.subscriber_id
+                             AND m.status <> '{SUBSCRIBED}'))
+            RETURNING id""").bindparams(bindparam("ids", expanding=True)),
+        {"ids": ids, "now": now},
+    ).all()
+    return {r[0] for r in rows}
+
+
 def renew(db: Database, owner: str, ids: Sequence[int], now: float, lease: float) -> None:
     """Extend the lease of rows this owner still holds (they wait in a queue, not lost)."""
     if not ids:
@@ -169,6 +195,23 @@ def renew(db: Database, owner: str, ids: Sequence[int], now: float, lease: float
                      WHERE id IN :ids AND lease_owner = :owner AND state = '{SENDING}'""")
             .bindparams(bindparam("ids", expanding=True)),
             {"until": now + lease, "ids": list(ids), "owner": owner},
+        )
+
+
+def release(db: Database, owner: str, ids: Sequence[int], now: float) -> None:
+    """Give claimed, never-attempted rows back: due now, the claim's attempt not counted."""
+    if not ids:
+        return
+    with db.session() as s:
+        s.execute(
+            text(f"""UPDATE deliveries
+                     SET state = CASE WHEN attempts > 1 THEN '{DEFERRED}' ELSE '{QUEUED}' END,
+                         first_attempt_at = CASE WHEN attempts > 1 THEN first_attempt_at END,
+                         attempts = attempts - 1, next_attempt_at = :now,
+                         lease_owner = NULL, lease_until = NULL, updated_at = :now
+                     WHERE id IN :ids AND lease_owner = :owner AND state = '{SENDING}'""")
+            .bindparams(bindparam("ids", expanding=True)),
+            {"now": now, "ids": list(ids), "owner": owner},
         )
 
 

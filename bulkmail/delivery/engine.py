@@ -33,7 +33,7 @@ from bulkmail.delivery.classify import Reply
 from bulkmail.delivery.disposition import RetryPolicy, decide, failed
 from bulkmail.delivery.pipeline import MessageFactory
 from bulkmail.delivery.retry import parse_duration
-from bulkmail.delivery.routing import MxResolver, Route
+from bulkmail.delivery.routing import MxResolver, RelayRouter, Route
 from bulkmail.delivery.throttle import RateLimiter
 from bulkmail.delivery.transport import (
     Connector,
@@ -104,7 +104,7 @@ class Engine:
 
     def __init__(self, settings: Settings, db: Database, campaign_ids: list[int], *,
                  owner: str, share: int = 1, connector: Connector | None = None,
-                 resolver: MxResolver | None = None, factory: MessageFactory | None = None,
+                 resolver: MxResolver | RelayRouter | None = None, factory: MessageFactory | None = None,
                  rng: random.Random | None = None) -> None:
         self.settings = settings
         self.db = db
@@ -116,9 +116,7 @@ class Engine:
         self.lease = eng.lease_seconds
         self.max_inflight = eng.batch_size * 4
         self.connector = connector or Connector(transport_settings(settings))
-        self.resolver = resolver or MxResolver(
-            settings.dns.nameservers, settings.dns.port, settings.dns.timeout,
-            static_routes=settings.routes)
+        self.resolver = resolver or make_router(settings)
         self.factory = factory or MessageFactory(settings, db)
         self.policy = RetryPolicy(tuple(parse_duration(i) for i in settings.retry.intervals),
                                   parse_duration(settings.retry.max_age))
@@ -209,7 +207,9 @@ class Engine:
     def _site(self, route: Route) -> Site:
         site = self.sites.get(route.site)
         if site is None:
-            limits = self.settings.limits_for(route.domain)
+            relay = isinstance(self.resolver, RelayRouter)
+            limits = self.settings.limits["default"] if relay else self.settings.limits_for(
+                route.domain)
             if self.share > 1:
                 limits = Limits(max(1, limits.connections // self.share),
                                 limits.messages_per_connection, limits.rate / self.share)
@@ -342,3 +342,11 @@ def transport_settings(settings: Settings) -> TransportSettings:
         relay=relay,
         ca_file=str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None,
     )
+
+
+def make_router(settings: Settings) -> MxResolver | RelayRouter:
+    """MX routing, or in relay mode one route to the smart host for every domain."""
+    if settings.sender.mode == "relay":
+        return RelayRouter(settings.relay.host, settings.relay.port)
+    return MxResolver(settings.dns.nameservers, settings.dns.port, settings.dns.timeout,
+                      static_routes=settings.routes)

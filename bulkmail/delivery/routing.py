@@ -312,3 +312,20 @@ def _parse_static(entry: str) -> tuple[str, int | None]:
 def _format_static(host: str, port: int | None) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"{shown}:{port}" if port is not None else shown
+
+
+class RelayRouter:
+    """Relay mode: every domain goes to the smart host, one site, no DNS lookups.
+
+    Same interface as MxResolver; the Connector ignores the (empty) host list in relay mode
+    and connects to the configured smart host."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.site = f"relay:{host}:{port}"
+
+    async def route(self, domain: str) -> Route:
+        name = _normalise(domain) or domain
+        return Route(name, (), self.site)
+
+    def reshuffle(self, hosts: tuple[MxHost, ...]) -> tuple[MxHost, ...]:
+        return hosts

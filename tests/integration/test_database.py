@@ -194,3 +194,23 @@ def test_record_and_release(db: Database, tmp_path: Path) -> None:
         assert s.scalar(text("SELECT kind FROM events")) == "bounced"
         assert s.scalar(text("SELECT email FROM suppressions")) == first.email
     assert queries.pending(db, cid)[0] == 1
+
+
+def test_claim_skips_addresses_suppressed_or_unsubscribed_after_enqueue(
+        db: Database, tmp_path: Path) -> None:
+    lst = create_list(db, "news")
+    import_csv(db, "news", csv_file(tmp_path, "email\na@example.com\nb@example.com\n"
+                                              "c@example.com\n"))
+    cid = _campaign(db, lst.id)
+    now = time.time()
+    queries.enqueue(db, cid, lst.id, now)
+    with db.session() as s:
+        queries.add_suppressions(s, [("a@example.com", "complaint", "fbl")], now)
+        s.execute(text("UPDATE memberships SET status = 'unsubscribed' WHERE subscriber_id = "
+                       "(SELECT id FROM subscribers WHERE email = 'b@example.com')"))
+    claimed = queries.claim(db, [cid], "w", now, 60, 10)
+    assert [r.email for r in claimed] == ["c@example.com"]
+    with db.session() as s:
+        rows = dict(s.execute(select(Delivery.email, Delivery.last_text).where(
+            Delivery.state == "skipped")).all())
+    assert rows == {"a@example.com": "suppressed", "b@example.com": "unsubscribed"}

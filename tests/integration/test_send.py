@@ -220,3 +220,83 @@ def test_required_tls_defers_when_starttls_is_missing(world: World) -> None:
     world.send(cid)
     assert world.servers["127.0.0.2"].messages == []
     assert {d.state for d in world.states(cid).values()} == {"deferred"}
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_relay_mode_authenticates_and_sends_everything_through_the_smart_host(
+        world: World, tls_server_context, tls_ca, monkeypatch, security: str) -> None:  # type: ignore[no-untyped-def]
+    ca = world.root / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca))
+    context = tls_server_context()
+    relay = world.server("127.0.0.9", auth={"news": "correct horse"},
+                         **({"starttls_context": context} if security == "starttls"
+                            else {"implicit_tls_context": context}))
+    monkeypatch.setenv("BULKMAIL_RELAY_PASSWORD", "correct horse")
+    world.configure("sender", mode="relay")
+    world.configure("relay", host="127.0.0.9", port=world.port, security=security,
+                    username="news", ca_file=str(ca))
+    world.subscribers(addresses("far.test", 3) + addresses("away.test", 2))  # no DNS needed
+    cid = world.campaign()
+    assert world.send(cid).state == "finished"
+    assert len(relay.messages) == 5
+    assert all(m.tls and m.authenticated == "news" for m in relay.messages)
+
+
+def test_bad_relay_credentials_stop_the_send_without_bouncing_anyone(
+        world: World, tls_server_context, tls_ca, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from bulkmail.errors import AuthenticationError
+
+    ca = world.root / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca))
+    world.server("127.0.0.9", auth={"news": "correct horse"},
+                 starttls_context=tls_server_context())
+    monkeypatch.setenv("BULKMAIL_RELAY_PASSWORD", "wrong-password-123")
+    world.configure("sender", mode="relay")
+    world.configure("relay", host="127.0.0.9", port=world.port, username="news",
+                    ca_file=str(ca))
+    world.subscribers(addresses("far.test", 20))
+    cid = world.campaign()
+    with pytest.raises(AuthenticationError) as err:
+        world.send(cid)
+    assert "wrong-password-123" not in str(err.value)
+    states = {d.state for d in world.states(cid).values()}
+    assert states <= {"queued", "deferred"}, states  # nobody bounced, nothing stuck in sending
+
+
+def test_non_ascii_address_needs_smtputf8(world: World) -> None:
+    world.mx("a.test", (10, "127.0.0.2"), script=Script(smtputf8=False))
+    world.mx("b.test", (10, "127.0.0.3"))
+    world.subscribers(["josé@a.test", "josé@b.test", "plain@a.test"])
+    cid = world.campaign()
+    world.send(cid)
+    states = world.states(cid)
+    assert (states["josé@a.test"].state, states["josé@a.test"].last_enhanced) == \
+        ("bounced", "5.6.7")
+    assert states["josé@b.test"].state == "sent"
+    assert states["plain@a.test"].state == "sent"
+    assert [m.rcpt_tos for m in world.servers["127.0.0.3"].messages] == [["josé@b.test"]]
+
+
+def test_delivered_messages_verify_with_mail_dkim(world: World) -> None:
+    """The independent verifier (Perl Mail::DKIM) reads the key from the loopback DNS server."""
+    import shutil
+    import subprocess
+
+    if shutil.which("perl") is None or subprocess.run(
+            ["perl", "-MMail::DKIM::Verifier", "-e1"], capture_output=True).returncode:
+        pytest.skip("Perl Mail::DKIM is not installed (scripts/install-test-peers.sh)")
+    world.mx("a.test", (10, "127.0.0.2"))
+    world.subscribers(addresses("a.test", 5))
+    world.send(world.campaign())
+    script = f"""
+use Mail::DKIM::Verifier; use Net::DNS::Resolver;
+Mail::DKIM::DNS::resolver(Net::DNS::Resolver->new(nameservers => ['127.0.0.1'],
+                                                  port => {world.dns.port}, recurse => 0));
+local $/; my $msg = <STDIN>; $msg =~ s/\\r?\\n/\\r\\n/g;
+my $v = Mail::DKIM::Verifier->new(); $v->PRINT($msg); $v->CLOSE();
+print $v->result, "\\n";
+"""
+    for m in world.servers["127.0.0.2"].messages:
+        out = subprocess.run(["perl", "-e", script], input=m.data, capture_output=True,
+                             timeout=30)
+        assert out.stdout.decode().strip() == "pass", out.stderr.decode()
