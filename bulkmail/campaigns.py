@@ -18,9 +18,15 @@ from bulkmail.audience.lists import find_list
 from bulkmail.compose.mime import CampaignInfo, Composer, ComposeSettings, Recipient
 from bulkmail.config import Settings
 from bulkmail.db.engine import Database, now
+from bulkmail.db import control
 from bulkmail.db.models import (
+    CAMPAIGN_CANCELLED,
     DELIVERY_STATES,
     DRAFT,
+    FINISHED,
+    MISSED,
+    PAUSED,
+    RUNNING,
     SCHEDULED,
     Campaign,
     Delivery,
@@ -28,6 +34,7 @@ from bulkmail.db.models import (
     Subscriber,
 )
 from bulkmail.errors import InputError, NotFoundError
+from bulkmail.scheduling import parse_when
 
 _CHECK_SECRET = b"template-check-only"
 
@@ -76,12 +83,13 @@ def composer_for(settings: Settings, db: Database, campaign_id: int,
 def create_campaign(
     db: Database, settings: Settings, *, name: str, list_name: str, subject: str,
     from_header: str, template: str, reply_to: str | None = None,
-    scheduled_at: float | None = None,
+    at: str | None = None,
 ) -> Campaign:
     """Validate and store a campaign; returns it (with its id)."""
     if not name.strip():
         raise InputError("--name must not be empty")
     parse_from(from_header)
+    scheduled_at = parse_when(at, settings.schedule.timezone) if at else None
     if reply_to:
         parse_from(reply_to)
     lst = find_list(db, list_name)
@@ -159,3 +167,55 @@ def recipient_of(subscriber_id: int, email_addr: str, name: str | None,
                  attributes: Mapping[str, Any] | None) -> Recipient:
     return Recipient(subscriber_id=subscriber_id, email=email_addr, name=name or "",
                      attributes=dict(attributes or {}))
+
+
+# -- control: schedule, pause, resume, cancel ------------------------------------------------
+
+def schedule(db: Database, settings: Settings, campaign_id: int, when: str) -> Campaign:
+    """Schedule a draft (or missed, or rescheduled) campaign for ``when``."""
+    at = parse_when(when, settings.schedule.timezone)
+    c = get_campaign(db, campaign_id)
+    if c.state not in (DRAFT, SCHEDULED, MISSED):
+        raise InputError(f"campaign {campaign_id} is {c.state}: only a draft, scheduled or "
+                         "missed campaign can be scheduled")
+    control.set_schedule(db, campaign_id, at)
+    control.transition(db, campaign_id, SCHEDULED, now(), from_states=[DRAFT, SCHEDULED, MISSED])
+    return get_campaign(db, campaign_id)
+
+
+def unschedule(db: Database, campaign_id: int) -> Campaign:
+    c = get_campaign(db, campaign_id)
+    if c.state != SCHEDULED:
+        raise InputError(f"campaign {campaign_id} is {c.state}, not scheduled")
+    control.set_schedule(db, campaign_id, None)
+    control.transition(db, campaign_id, DRAFT, now(), from_states=[SCHEDULED])
+    return get_campaign(db, campaign_id)
+
+
+def pause(db: Database, campaign_id: int) -> Campaign:
+    """Stop all claiming for the campaign, in every process, within about a second."""
+    c = get_campaign(db, campaign_id)
+    if not control.transition(db, campaign_id, PAUSED, now(), from_states=[RUNNING, SCHEDULED],
+                              reason="paused by the operator"):
+        raise InputError(f"campaign {campaign_id} is {c.state}: only a running or scheduled "
+                         "campaign can be paused")
+    return get_campaign(db, campaign_id)
+
+
+def resume(db: Database, campaign_id: int) -> Campaign:
+    """Let a paused campaign continue exactly where it stopped (its deliveries are untouched)."""
+    c = get_campaign(db, campaign_id)
+    target = RUNNING if c.enqueued else (SCHEDULED if c.scheduled_at else DRAFT)
+    if not control.transition(db, campaign_id, target, now(), from_states=[PAUSED]):
+        raise InputError(f"campaign {campaign_id} is {c.state}, not paused")
+    return get_campaign(db, campaign_id)
+
+
+def cancel(db: Database, campaign_id: int) -> tuple[Campaign, int]:
+    """Cancel the campaign and every delivery not yet sent; returns (campaign, cancelled)."""
+    c = get_campaign(db, campaign_id)
+    if c.state in (FINISHED, CAMPAIGN_CANCELLED):
+        raise InputError(f"campaign {campaign_id} is already {c.state}")
+    control.transition(db, campaign_id, CAMPAIGN_CANCELLED, now(),
+                       reason="cancelled by the operator")
+    return get_campaign(db, campaign_id), control.cancel_pending(db, campaign_id, now())

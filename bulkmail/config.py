@@ -104,7 +104,8 @@ class UnsubscribeSettings:
 @dataclass(frozen=True)
 class EngineSettings:
     batch_size: int = 500
-    lease_seconds: float = 300.0
+    lease_seconds: float = 300.0  # a claimed delivery's lease; a dead worker's rows return after it
+    site_lease_seconds: float = 30.0  # a destination site's lease (fleet-wide limits)
     flush_interval: float = 0.2
 
 

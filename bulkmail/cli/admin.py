@@ -24,8 +24,7 @@ def init(app: App) -> None:
 @click.command()
 @click.option("--out", "out_dir", default="demo-out", show_default=True, metavar="DIR",
               help="Folder for the demo database, config and delivered .eml files.")
-@click.option("--count", default=200, show_default=True, help="Sample subscribers to send to.")
-def demo(out_dir: str, count: int) -> None:
+def demo(out_dir: str) -> None:
     """Run a whole campaign on this machine, with local servers standing in for the world.
 
     Creates a SQLite database, imports the bundled sample list, builds a campaign from
@@ -38,7 +37,7 @@ def demo(out_dir: str, count: int) -> None:
     """
     from bulkmail.demo import run_demo
 
-    run_demo(out_dir, count)
+    run_demo(out_dir)
 
 
 COMMANDS = [init, demo]

@@ -24,10 +24,12 @@ def campaigns() -> None:
 @click.option("--template", required=True,
               help="A template folder (body.html and/or body.txt) or a bundled name.")
 @click.option("--reply-to", default=None, help="Optional Reply-To address.")
+@click.option("--at", "at", default=None, metavar="WHEN",
+              help="Schedule it: ISO 8601 with an offset, or a local time in [schedule] timezone.")
 @json_option
 @pass_app
 def create(app: App, name: str, list_name: str, subject: str, from_header: str,
-           template: str, reply_to: str | None, as_json: bool) -> None:
+           template: str, reply_to: str | None, at: str | None, as_json: bool) -> None:
     """Create a campaign; its template is checked now, not during the send.
 
     \b
@@ -38,7 +40,7 @@ def create(app: App, name: str, list_name: str, subject: str, from_header: str,
     """
     c = lib.create_campaign(app.ready_db(), app.settings, name=name, list_name=list_name,
                             subject=subject, from_header=from_header, template=template,
-                            reply_to=reply_to)
+                            reply_to=reply_to, at=at)
     if as_json:
         echo_json({"id": c.id})
     else:
@@ -173,6 +175,97 @@ def status(app: App, campaign_id: int, as_json: bool) -> None:
         return
     click.echo(f"campaign {data['id']} {data['name']!r}: {data['state']}, {data['total']} deliveries")
     click.echo("  " + ", ".join(f"{k} {data[k]}" for k in list(data)[4:]))
+
+
+def _state_line(c: object, as_json: bool, extra: dict[str, object] | None = None) -> None:
+    data = {"id": c.id, "state": c.state, "scheduled_at": c.scheduled_at,  # type: ignore[attr-defined]
+            "reason": c.state_reason, **(extra or {})}  # type: ignore[attr-defined]
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(f"campaign {data['id']}: {data['state']}"
+                   + "".join(f", {k} {v}" for k, v in (extra or {}).items()))
+
+
+@campaigns.command("schedule")
+@click.argument("campaign_id", type=int)
+@click.option("--at", "at", required=True, metavar="WHEN",
+              help="ISO 8601 with an offset, or a local time in [schedule] timezone.")
+@json_option
+@pass_app
+def schedule_(app: App, campaign_id: int, at: str, as_json: bool) -> None:
+    """Schedule a campaign; run-due or a worker starts it when its time comes.
+
+    A campaign found more than [schedule] grace (default 24h) late is marked missed
+    instead of being sent, and waits for 'campaigns send'.
+
+    \b
+    Example:
+      bulkmail campaigns schedule 1 --at 2026-12-01T09:00+01:00
+    """
+    _state_line(lib.schedule(app.ready_db(), app.settings, campaign_id, at), as_json)
+
+
+@campaigns.command("unschedule")
+@click.argument("campaign_id", type=int)
+@json_option
+@pass_app
+def unschedule_(app: App, campaign_id: int, as_json: bool) -> None:
+    """Take a scheduled campaign back to draft.
+
+    \b
+    Example:
+      bulkmail campaigns unschedule 1
+    """
+    _state_line(lib.unschedule(app.ready_db(), campaign_id), as_json)
+
+
+@campaigns.command("pause")
+@click.argument("campaign_id", type=int)
+@json_option
+@pass_app
+def pause_(app: App, campaign_id: int, as_json: bool) -> None:
+    """Stop sending a campaign, in every process, within a second or two.
+
+    Messages already being transferred finish and are recorded; nothing else is sent
+    until 'campaigns resume'.
+
+    \b
+    Example:
+      bulkmail campaigns pause 1
+    """
+    _state_line(lib.pause(app.ready_db(), campaign_id), as_json)
+
+
+@campaigns.command("resume")
+@click.argument("campaign_id", type=int)
+@json_option
+@pass_app
+def resume_(app: App, campaign_id: int, as_json: bool) -> None:
+    """Continue a paused campaign exactly where it stopped.
+
+    A worker or the next run-due picks it up; or run 'campaigns send ID'.
+
+    \b
+    Example:
+      bulkmail campaigns resume 1 && bulkmail campaigns send 1 --wait
+    """
+    _state_line(lib.resume(app.ready_db(), campaign_id), as_json)
+
+
+@campaigns.command("cancel")
+@click.argument("campaign_id", type=int)
+@json_option
+@pass_app
+def cancel_(app: App, campaign_id: int, as_json: bool) -> None:
+    """Cancel a campaign: every delivery not yet sent is cancelled.
+
+    \b
+    Example:
+      bulkmail campaigns cancel 1
+    """
+    c, n = lib.cancel(app.ready_db(), campaign_id)
+    _state_line(c, as_json, {"cancelled": n})
 
 
 COMMANDS = [campaigns]

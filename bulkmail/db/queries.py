@@ -130,6 +130,7 @@ def claim(db: Database, campaign_ids: Sequence[int], owner: str, now: float, lea
                 WHERE id IN (
                     SELECT id FROM deliveries
                     WHERE campaign_id IN :cids AND state = :state AND next_attempt_at <= :now {skip}
+                      AND campaign_id IN (SELECT id FROM campaigns WHERE state = '{RUNNING}')
                     ORDER BY next_attempt_at LIMIT :want {lock})
                 RETURNING {_CLAIM_FIELDS}
             """).bindparams(bindparam("cids", expanding=True))
@@ -282,19 +283,6 @@ def pending(db: Database, campaign_id: int) -> tuple[int, float | None]:
             WHERE campaign_id = :cid AND state IN ('{QUEUED}', '{SENDING}', '{DEFERRED}')
         """), {"cid": campaign_id}).one()
     return int(row[0]), row[1]
-
-
-def set_campaign_state(db: Database, campaign_id: int, state: str, now: float,
-                       reason: str = "") -> None:
-    with db.session() as s:
-        extra = ""
-        if state == RUNNING:
-            extra = ", started_at = COALESCE(started_at, :now), finished_at = NULL"
-        elif state in (FINISHED, CAMPAIGN_CANCELLED):
-            extra = ", finished_at = :now"
-        s.execute(text(f"UPDATE campaigns SET state = :state, state_reason = :reason {extra} "
-                       "WHERE id = :id"),
-                  {"state": state, "reason": reason, "now": now, "id": campaign_id})
 
 
 def mark_enqueued(db: Database, campaign_id: int) -> None:

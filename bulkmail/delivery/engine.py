@@ -1,16 +1,17 @@
 """The dispatcher: claimed deliveries in, recorded outcomes out, one asyncio loop per process.
 
 Two tiers, as in KumoMTA. The database is the scheduled queue: ``claim`` takes due rows under a
-lease. Each claimed row is routed (MX lookup, cached) to its destination *site* — the set of MX
-hosts — and waits in that site's ready queue. A site runs up to ``connections`` lanes; a lane
-holds one SMTP session, reuses it for up to ``messages_per_connection`` messages, and paces
-itself with the site's rate limiter. Every attempt's reply becomes a Result (``disposition``),
-buffered by the Recorder and written in batches.
+lease. Each claimed row is routed (MX lookup, cached) to its destination site (``sites.py``)
+and waits in that site's ready queue. A site runs up to ``connections`` lanes; a lane holds one
+SMTP session, reuses it for up to ``messages_per_connection`` messages, and paces itself with
+the site's rate limiter. Every attempt's reply becomes a Result (``disposition``), written in
+batches by the Recorder.
 
 Back-pressure: at most ``max_inflight`` rows are claimed and unrecorded at once, and the
-domains of a site whose queue is long are left out of the next claims, so one slow site never
-fills the process. Rows waiting in a queue have their lease renewed; on a graceful stop the
-rows not yet attempted are released at once, so nothing waits for a lease to expire.
+domains of a site whose queue is long, or whose lease another process holds, are left out of
+the next claims. A monitor task renews leases (rows and sites), notices paused or cancelled
+campaigns within a second, and gives back rows this process will not attempt. On a graceful
+stop the rows not yet attempted are released at once, so nothing waits for a lease to expire.
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bulkmail.config import Limits, Settings
-from bulkmail.db import queries
+from bulkmail.config import Settings
+from bulkmail.db import control, queries
 from bulkmail.db.engine import Database
+from bulkmail.db.models import PAUSED, RUNNING
 from bulkmail.db.queries import Claimed, Result
 from bulkmail.delivery.classify import Reply
-from bulkmail.delivery.disposition import RetryPolicy, decide, failed
+from bulkmail.delivery.disposition import RetryPolicy, decide, failed, is_site_failure
 from bulkmail.delivery.pipeline import MessageFactory
+from bulkmail.delivery.recorder import Recorder
 from bulkmail.delivery.retry import parse_duration
 from bulkmail.delivery.routing import MxResolver, RelayRouter, Route
+from bulkmail.delivery.sites import IDLE_RELEASE_SECONDS, Site, drain
 from bulkmail.delivery.throttle import RateLimiter
 from bulkmail.delivery.transport import (
     Connector,
@@ -51,102 +54,58 @@ T = TypeVar("T")
 
 IDLE_LANE_SECONDS = 2.0  # a lane with nothing to send closes its session after this long
 SITE_DOWN_SECONDS = 60.0  # after no host of a site accepted a connection, defer its rows this long
-
-
-@dataclass
-class Site:
-    """One destination site's ready queue, lanes and pace."""
-
-    name: str
-    limits: Limits
-    limiter: RateLimiter
-    queue: asyncio.Queue[tuple[Claimed, Route] | None] = field(default_factory=asyncio.Queue)
-    domains: set[str] = field(default_factory=set)
-    lanes: int = 0
-    down_until: float = 0.0
-    down_reply: Reply | None = None
-
-
-class Recorder:
-    """Buffers Results and writes them in batches (a row or a time bound, whichever first)."""
-
-    def __init__(self, engine: Engine, max_rows: int, interval: float) -> None:
-        self._engine = engine
-        self._max_rows = max_rows
-        self._interval = interval
-        self._buffer: list[Result] = []
-        self._wake = asyncio.Event()
-        self.counts: dict[str, int] = {}
-
-    def add(self, result: Result) -> None:
-        self._buffer.append(result)
-        self.counts[result.state] = self.counts.get(result.state, 0) + 1
-        if len(self._buffer) >= self._max_rows:
-            self._wake.set()
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        while not (stopping.is_set() and not self._buffer):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            await self.flush()
-
-    async def flush(self) -> None:
-        if not self._buffer:
-            return
-        batch, self._buffer = self._buffer, []
-        await self._engine.in_db(queries.record, self._engine.db, batch, time.time())
-        self._engine.recorded(batch)
+MONITOR_SECONDS = 1.0
 
 
 class Engine:
-    """Delivers the due deliveries of some campaigns until nothing is due (or it is stopped)."""
+    """Delivers the due deliveries of some campaigns (None: every running campaign)."""
 
-    def __init__(self, settings: Settings, db: Database, campaign_ids: list[int], *,
-                 owner: str, share: int = 1, connector: Connector | None = None,
-                 resolver: MxResolver | RelayRouter | None = None, factory: MessageFactory | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, settings: Settings, db: Database, campaign_ids: list[int] | None, *,
+                 owner: str, connector: Connector | None = None,
+                 resolver: MxResolver | RelayRouter | None = None,
+                 factory: MessageFactory | None = None, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.db = db
-        self.campaign_ids = campaign_ids
+        self.scope = campaign_ids
+        self.active: list[int] = list(campaign_ids or [])
         self.owner = owner
-        self.share = max(1, share)
         eng = settings.engine
         self.batch = eng.batch_size
         self.lease = eng.lease_seconds
+        self.site_lease = eng.site_lease_seconds
         self.max_inflight = eng.batch_size * 4
         self.connector = connector or Connector(transport_settings(settings))
         self.resolver = resolver or make_router(settings)
+        self.relay = isinstance(self.resolver, RelayRouter)
         self.factory = factory or MessageFactory(settings, db)
         self.policy = RetryPolicy(tuple(parse_duration(i) for i in settings.retry.intervals),
                                   parse_duration(settings.retry.max_age))
         self.rng = rng or random.Random()
-        self.recorder = Recorder(self, max_rows=eng.batch_size, interval=eng.flush_interval)
+        self.recorder = Recorder(db, self.in_db, self._written, eng.batch_size, eng.flush_interval)
         self.sites: dict[str, Site] = {}
         self.inflight: dict[int, Claimed] = {}
-        self.saturated: set[str] = set()
+        self.excluded: set[str] = set()  # domains of saturated or foreign sites
+        self.failures: dict[int, int] = {}  # campaign -> consecutive site failures
         self.stopping = asyncio.Event()
         self.fatal: BulkmailError | None = None
+        self._give_back: list[int] = []
         self._room = asyncio.Event()
         self._drained = asyncio.Event()
         self._lanes: set[asyncio.Task[None]] = set()
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="bulkmail-db")
 
-    # -- the database, off the event loop -------------------------------------------------
     async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a database call on this engine's one DB thread, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
-    def recorded(self, batch: list[Result]) -> None:
-        for r in batch:
-            self.inflight.pop(r.delivery_id, None)
-        self._room.set()
-
     # -- the main loop ----------------------------------------------------------------------
-    async def run(self, until_idle: bool = True) -> dict[str, int]:
-        """Claim and deliver until nothing is due (``until_idle``) or ``stop()``; returns counts."""
+    async def run(self, until_idle: bool = True, deadline: float | None = None) -> dict[str, int]:
+        """Claim and deliver until nothing is due (``until_idle``), ``deadline`` (monotonic)
+        passes, or ``stop()``; returns the outcome counts of this run."""
         recorder = asyncio.create_task(self.recorder.run(self._drained))
-        renewer = asyncio.create_task(self._renew_leases())
+        monitor = asyncio.create_task(self._monitor(deadline))
         try:
+            await self._refresh_campaigns()
             await self._claim_loop(until_idle)
             for site in self.sites.values():  # wake idle lanes: nothing more is coming
                 for _ in range(site.lanes):
@@ -156,8 +115,8 @@ class Engine:
         finally:
             self._drained.set()
             await recorder
-            renewer.cancel()
-            await self._release_unattempted()
+            monitor.cancel()
+            await self._give_everything_back()
             self._db_thread.shutdown(wait=True)
         if self.fatal:
             raise self.fatal
@@ -175,9 +134,8 @@ class Engine:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            rows = await self.in_db(queries.claim, self.db, self.campaign_ids, self.owner,
-                                    time.time(), self.lease, min(self.batch, room),
-                                    self.saturated)
+            rows = await self.in_db(queries.claim, self.db, self.active, self.owner,
+                                    time.time(), self.lease, min(self.batch, room), self.excluded)
             if rows:
                 await self._dispatch(rows)
                 continue
@@ -193,37 +151,47 @@ class Engine:
         domains = {row.domain for row in rows}
         routes = dict(zip(domains, await asyncio.gather(
             *(self.resolver.route(d) for d in domains)), strict=True))
+        back = []
         for row in rows:
             route = routes[row.domain]
             if route.reply is not None:
-                self.recorder.add(self._decide(row, route.reply, None, None))
+                self._record(self._decide(row, route.reply, None, None))
                 continue
-            site = self._site(route)
+            site = await self._site(route)
+            if not site.held:
+                back.append(row.id)
+                continue
             site.queue.put_nowait((row, route))
             if site.lanes < min(site.limits.connections, site.queue.qsize()):
                 self._start_lane(site)
-            self._update_saturation(site)
+            self._update_exclusions(site)
+        if back:
+            await self._release(back)
 
-    def _site(self, route: Route) -> Site:
+    async def _site(self, route: Route) -> Site:
         site = self.sites.get(route.site)
         if site is None:
-            relay = isinstance(self.resolver, RelayRouter)
-            limits = self.settings.limits["default"] if relay else self.settings.limits_for(
-                route.domain)
-            if self.share > 1:
-                limits = Limits(max(1, limits.connections // self.share),
-                                limits.messages_per_connection, limits.rate / self.share)
+            limits = (self.settings.limits["default"] if self.relay
+                      else self.settings.limits_for(route.domain))
             site = Site(route.site, limits, RateLimiter(limits.rate))
             self.sites[route.site] = site
         site.domains.add(route.domain)
+        if site.should_retry(time.monotonic()):
+            await self._acquire(site)
         return site
 
-    def _update_saturation(self, site: Site) -> None:
-        cap = max(site.limits.connections * 50, int(site.limits.rate * 10))
-        if site.queue.qsize() >= cap:
-            self.saturated |= site.domains
+    async def _acquire(self, site: Site) -> None:
+        site.asked_at = time.monotonic()
+        site.held = await self.in_db(control.acquire_site, self.db, site.name, self.owner,
+                                     time.time(), self.site_lease)
+        self._update_exclusions(site)
+
+    def _update_exclusions(self, site: Site) -> None:
+        cap = site.saturation_cap()
+        if not site.held or site.queue.qsize() >= cap:
+            self.excluded |= site.domains
         elif site.queue.qsize() < cap // 2:
-            self.saturated -= site.domains
+            self.excluded -= site.domains
 
     def _start_lane(self, site: Site) -> None:
         site.lanes += 1
@@ -243,12 +211,15 @@ class Engine:
                 if item is None:
                     return
                 row, route = item
-                self._update_saturation(site)
+                self._update_exclusions(site)
+                if not site.held or row.campaign_id not in self.active:
+                    self._give_back.append(row.id)  # lease lost, or campaign paused/cancelled
+                    continue
                 session = await self._attempt(site, session, row, route)
         except AuthenticationError as exc:
             self.fatal = exc
             self.stop()
-        except Exception:  # a bug must not strand the rows: log, they are released at stop
+        except Exception:  # a bug must not strand the rows: log; they are released at stop
             log.exception("lane for site %s failed", site.name)
             self.stop()
         finally:
@@ -260,15 +231,15 @@ class Engine:
                        route: Route) -> Session | None:
         """Send one claimed delivery; returns the session to keep using (or None)."""
         if site.down_until > time.monotonic() and site.down_reply is not None:
-            self.recorder.add(self._decide(row, site.down_reply, None, None))
+            self._record(self._decide(row, site.down_reply, None, None))
             return session
         try:
             message = self.factory.build(row)
         except BulkmailError as exc:
-            self.recorder.add(failed(row, str(exc)))
+            self._record(failed(row, str(exc)))
             return session
-        if session is not None and (not session.alive()
-                                    or session.messages_sent >= site.limits.messages_per_connection):
+        if session is not None and (not session.alive() or
+                                    session.messages_sent >= site.limits.messages_per_connection):
             await session.close()
             session = None
         if session is None:
@@ -276,7 +247,7 @@ class Engine:
             if isinstance(opened, Outcome):
                 site.down_until = time.monotonic() + SITE_DOWN_SECONDS
                 site.down_reply = opened.reply
-                self.recorder.add(self._decide(row, opened.reply, opened.mx_host, opened.tls))
+                self._record(self._decide(row, opened.reply, opened.mx_host, opened.tls))
                 return None
             session = opened
             site.down_until, site.down_reply = 0.0, None
@@ -285,8 +256,8 @@ class Engine:
             await asyncio.sleep(wait)
         outcome = await session.send(message.envelope_from, message.recipient, message.data,
                                      smtputf8=message.smtputf8)
-        self.recorder.add(self._decide(row, outcome.reply, outcome.mx_host or session.mx_host,
-                                       outcome.tls or session.tls))
+        self._record(self._decide(row, outcome.reply, outcome.mx_host or session.mx_host,
+                                  outcome.tls or session.tls))
         return session if session.alive() else None
 
     def _decide(self, row: Claimed, reply: Reply, mx_host: str | None,
@@ -294,26 +265,86 @@ class Engine:
         return decide(row, reply, mx_host=mx_host, tls=tls_label(tls), now=time.time(),
                       policy=self.policy, rng=self.rng)
 
-    # -- leases -----------------------------------------------------------------------------
-    async def _renew_leases(self) -> None:
+    def _record(self, result: Result) -> None:
+        """Hand a result to the recorder, counting consecutive connection/policy failures."""
+        self.recorder.add(result)
+        cid = result.campaign_id
+        if result.state == "sent":
+            self.failures[cid] = 0
+        elif is_site_failure(result):
+            self.failures[cid] = self.failures.get(cid, 0) + 1
+
+    def _written(self, batch: list[Result]) -> None:
+        for r in batch:
+            self.inflight.pop(r.delivery_id, None)
+        self._room.set()
+
+    # -- the monitor: campaigns, leases, give-backs -----------------------------------------
+    async def _monitor(self, deadline: float | None) -> None:
+        last_renew = time.monotonic()
         while True:
-            await asyncio.sleep(self.lease / 3)
-            await self.in_db(queries.renew, self.db, self.owner, list(self.inflight),
-                             time.time(), self.lease)
+            await asyncio.sleep(MONITOR_SECONDS)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.stop()
+            await self._pause_failing_campaigns()
+            await self._refresh_campaigns()
+            if self._give_back:
+                ids, self._give_back = self._give_back, []
+                await self._release(ids)
+            if now - last_renew >= min(self.lease, self.site_lease) / 3:
+                last_renew = now
+                await self._renew(now)
+            for site in self.sites.values():
+                if site.should_retry(now) and site.domains:
+                    await self._acquire(site)
+                elif site.held and site.idle_for(now) > IDLE_RELEASE_SECONDS:
+                    site.held = False
+                    site.asked_at = 0.0  # free to take it again at once when work comes
+                    await self.in_db(control.release_sites, self.db, [site.name], self.owner)
 
-    async def _release_unattempted(self) -> None:
-        """Give back rows that were claimed but never attempted (stop, or a fatal error)."""
+    async def _refresh_campaigns(self) -> None:
+        self.active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
+
+    async def _pause_failing_campaigns(self) -> None:
+        limit = self.settings.schedule.pause_after_failures
+        for cid, count in list(self.failures.items()):
+            if limit and count >= limit:
+                self.failures[cid] = 0
+                reason = (f"paused after {count} consecutive connection or policy failures; "
+                          "check the readiness report and the last replies, then resume")
+                if await self.in_db(lambda: control.transition(
+                        self.db, cid, PAUSED, time.time(), from_states=[RUNNING],
+                        reason=reason)):
+                    log.warning("campaign %s %s", cid, reason)
+
+    async def _renew(self, now: float) -> None:
+        await self.in_db(queries.renew, self.db, self.owner, list(self.inflight), time.time(),
+                         self.lease)
+        held = [s.name for s in self.sites.values() if s.held]
+        kept = await self.in_db(control.renew_sites, self.db, held, self.owner, time.time(),
+                                self.site_lease)
+        for name in set(held) - kept:
+            log.warning("lost the lease on site %s to another process", name)
+            self.sites[name].held = False
+            self.sites[name].asked_at = now
+
+    async def _release(self, ids: list[int]) -> None:
+        await self.in_db(queries.release, self.db, self.owner, ids, time.time())
+        for i in ids:
+            self.inflight.pop(i, None)
+        self._room.set()
+
+    async def _give_everything_back(self) -> None:
+        """Rows claimed but never attempted, and the sites we hold, go back to the fleet."""
         for site in self.sites.values():
-            _drain(site.queue)
-        ids = list(self.inflight)
-        if ids:
-            await asyncio.get_running_loop().run_in_executor(
-                None, queries.release, self.db, self.owner, ids, time.time())
-
-
-def _drain(queue: asyncio.Queue[tuple[Claimed, Route] | None]) -> None:
-    while not queue.empty():
-        queue.get_nowait()
+            drain(site.queue)
+        loop = asyncio.get_running_loop()
+        if self.inflight:
+            await loop.run_in_executor(None, queries.release, self.db, self.owner,
+                                       list(self.inflight), time.time())
+        held = [s.name for s in self.sites.values() if s.held]
+        await loop.run_in_executor(None, control.release_sites, self.db, held, self.owner)
 
 
 def tls_label(tls: TlsState | None) -> str | None:
@@ -323,6 +354,14 @@ def tls_label(tls: TlsState | None) -> str | None:
     if not tls.used:
         return "none"
     return f"{tls.version or 'TLS'} {'verified' if tls.verified else 'unverified'}"
+
+
+def make_router(settings: Settings) -> MxResolver | RelayRouter:
+    """MX routing, or in relay mode one route to the smart host for every domain."""
+    if settings.sender.mode == "relay":
+        return RelayRouter(settings.relay.host, settings.relay.port)
+    return MxResolver(settings.dns.nameservers, settings.dns.port, settings.dns.timeout,
+                      static_routes=settings.routes)
 
 
 def transport_settings(settings: Settings) -> TransportSettings:
@@ -342,11 +381,3 @@ def transport_settings(settings: Settings) -> TransportSettings:
         relay=relay,
         ca_file=str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None,
     )
-
-
-def make_router(settings: Settings) -> MxResolver | RelayRouter:
-    """MX routing, or in relay mode one route to the smart host for every domain."""
-    if settings.sender.mode == "relay":
-        return RelayRouter(settings.relay.host, settings.relay.port)
-    return MxResolver(settings.dns.nameservers, settings.dns.port, settings.dns.timeout,
-                      static_routes=settings.routes)
