@@ -89,6 +89,7 @@ class Engine:
         self.stopping = asyncio.Event()
         self.fatal: BulkmailError | None = None
         self._give_back: list[int] = []
+        self._pausing: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
         self._drained = asyncio.Event()
         self._lanes: set[asyncio.Task[None]] = set()
@@ -112,6 +113,8 @@ class Engine:
                     site.queue.put_nowait(None)
             while self._lanes:
                 await asyncio.wait(set(self._lanes))
+            if self._pausing:
+                await asyncio.wait(self._pausing)
         finally:
             self._drained.set()
             await recorder
@@ -273,6 +276,12 @@ class Engine:
             self.failures[cid] = 0
         elif is_site_failure(result):
             self.failures[cid] = self.failures.get(cid, 0) + 1
+            limit = self.settings.schedule.pause_after_failures
+            if limit and self.failures[cid] >= limit and cid in self.active:
+                # Stop now, not at the next monitor tick: lanes give back its waiting rows.
+                self.active = [c for c in self.active if c != cid]
+                self._pausing.add(asyncio.get_running_loop().create_task(
+                    self._pause(cid, self.failures[cid])))
 
     def _written(self, batch: list[Result]) -> None:
         for r in batch:
@@ -287,7 +296,6 @@ class Engine:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self.stop()
-            await self._pause_failing_campaigns()
             await self._refresh_campaigns()
             if self._give_back:
                 ids, self._give_back = self._give_back, []
@@ -306,17 +314,12 @@ class Engine:
     async def _refresh_campaigns(self) -> None:
         self.active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
 
-    async def _pause_failing_campaigns(self) -> None:
-        limit = self.settings.schedule.pause_after_failures
-        for cid, count in list(self.failures.items()):
-            if limit and count >= limit:
-                self.failures[cid] = 0
-                reason = (f"paused after {count} consecutive connection or policy failures; "
-                          "check the readiness report and the last replies, then resume")
-                if await self.in_db(lambda: control.transition(
-                        self.db, cid, PAUSED, time.time(), from_states=[RUNNING],
-                        reason=reason)):
-                    log.warning("campaign %s %s", cid, reason)
+    async def _pause(self, cid: int, count: int) -> None:
+        reason = (f"paused after {count} consecutive connection or policy failures; "
+                  "check the readiness report and the last replies, then resume")
+        if await self.in_db(lambda: control.transition(
+                self.db, cid, PAUSED, time.time(), from_states=[RUNNING], reason=reason)):
+            log.warning("campaign %s %s", cid, reason)
 
     async def _renew(self, now: float) -> None:
         await self.in_db(queries.renew, self.db, self.owner, list(self.inflight), time.time(),
