@@ -1,0 +1,291 @@
+"""From a parsed ``Report`` to the database: which delivery it is about, and what changes.
+
+Finding the delivery, most trusted first: the VERP token, then our ``X-Bulkmail-Delivery``
+header, then the Message-ID of the returned message (all three verified with the secret, so
+nobody can bounce someone else's delivery), then the address the report names (the most
+recent delivery to it). A report naming one recipient is about the delivery its token names
+even if the address differs (forwarding); in a multi-recipient report each address is
+matched within the campaign the token names, else on its own.
+
+What changes (classification is the engine's own ``reply_from_dsn`` + ``classify_reply``):
+
+- ``Action: failed`` that classifies as bounced: the delivery becomes ``bounced`` (even if it
+  was ``sent``), event ``bounced``; the address is suppressed when the verdict says so (a
+  5.7.x policy rejection is not the address's fault, so it is not).
+- ``Action: failed`` that classifies as temporary (mailbox full, 4.x.x): event ``soft_bounce``.
+- ``Action: delayed``: event ``delayed``; nothing else.
+- A complaint: the delivery becomes ``complained``, event ``complained``, address suppressed.
+- An unsubscribe request: ``bulkmail.audience.unsubscribe.unsubscribe``.
+
+Every event carries a ``dedupe_key`` made of the report's Message-ID (or a digest of its bytes)
+and the delivery, so processing the same message twice records one event and changes nothing
+the second time. A report that matches no delivery changes nothing and is not "processed":
+its message stays in the mailbox for a person to look at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from bulkmail.audience.addresses import InvalidAddress, normalize_address
+from bulkmail.audience.unsubscribe import find_target, unsubscribe
+from bulkmail.bounces.parse import BOUNCE, COMPLAINT, DELAYED, UNSUBSCRIBE, Recipient, Report
+from bulkmail.compose.tokens import message_id, parse_token
+from bulkmail.db.engine import Database
+from bulkmail.db.engine import now as clock
+from bulkmail.db.models import BOUNCED, COMPLAINED, DEFERRED, EXPIRED, SENT
+from bulkmail.db.queries import add_suppressions
+from bulkmail.delivery.classify import Disposition, classify_reply, reply_from_dsn
+
+EVENT_BOUNCED, EVENT_SOFT, EVENT_DELAYED = "bounced", "soft_bounce", "delayed"
+EVENT_COMPLAINED, EVENT_UNSUBSCRIBED = "complained", "unsubscribed"
+
+_MESSAGE_ID_RE = re.compile(r"<([0-9a-z]{1,13})\.([0-9a-z]{1,13})\.([a-z2-7]{16})@([^<>@\s]+)>")
+_FIELDS = "id, campaign_id, subscriber_id, email, state"
+# The states a later report may move a delivery out of.
+_BOUNCE_FROM = (SENT, DEFERRED, EXPIRED)
+_COMPLAIN_FROM = (SENT, DEFERRED, EXPIRED, BOUNCED)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What a report did (or, in a dry run, would do) to one delivery or subscriber."""
+
+    email: str
+    event: str  # the kind of event recorded
+    campaign_id: int | None
+    subscriber_id: int | None
+    delivery_id: int | None
+    matched_by: str  # verp | header | message-id | address | subject
+    state: str | None = None  # the delivery's new state, when this changes it
+    suppressed: bool = False
+    detail: str = ""  # "550 5.1.1 User unknown", "feedback-type: abuse", ...
+    recorded: bool = True  # False: recorded by an earlier run already, or a dry run
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of applying one report. ``processed``: the message may leave the mailbox."""
+
+    kind: str
+    processed: bool
+    effects: tuple[Effect, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    campaign_id: int
+    subscriber_id: int
+    email: str
+    state: str
+
+
+def apply_report(db: Database, report: Report, secret: bytes, *, source: str,
+                 now: float | None = None, dry_run: bool = False) -> Outcome:
+    """Write what ``report`` means (nothing when ``dry_run``) and say what it did."""
+    stamp = clock() if now is None else now
+    if report.error:
+        return Outcome(report.kind, False, note=f"cannot parse: {report.error}")
+    if report.kind == UNSUBSCRIBE:
+        return _apply_unsubscribe(db, report, secret, source, stamp, dry_run)
+    if report.kind not in (BOUNCE, DELAYED, COMPLAINT):
+        return Outcome(report.kind, False, note="; ".join(report.notes) or report.kind)
+    recipients = _relevant(report)
+    with db.session() as s:
+        anchor = _anchor(s, report, secret)
+        matches = [(r, _match(s, r, anchor, len(recipients) == 1)) for r in recipients]
+        effects = [_record(s, report, r, row, how, source, stamp, dry_run)
+                   for r, (row, how) in matches if row is not None]
+    missing = [r.address or "recipient not named" for r, (row, _how) in matches if row is None]
+    if not effects:
+        return Outcome(report.kind, False, note="no delivery matches (" +
+                       (", ".join(missing) or "recipient not named") + ")")
+    note = f"unmatched: {', '.join(missing)}" if missing else ""
+    return Outcome(report.kind, True, tuple(effects), note)
+
+
+# -- finding the delivery ---------------------------------------------------------------------
+
+
+def _relevant(report: Report) -> list[Recipient]:
+    """The recipients a report asks us to record: failed and delayed ones (or the complainant)."""
+    if report.kind == COMPLAINT:
+        return list(report.recipients) or [Recipient("", "", "", "")]
+    out = []
+    for r in report.recipients:
+        action = r.action or {"5": "failed", "4": "delayed"}.get(r.status[:1], "")
+        if action in ("failed", "delayed"):
+            out.append(Recipient(r.address, action, r.status, r.diagnostic))
+    return out
+
+
+def identified(report: Report, secret: bytes) -> Iterator[tuple[str, int, int]]:
+    """(how, campaign id, subscriber id) for every identifier in ``report`` that verifies."""
+    for how, tokens in (("verp", report.verp_tokens), ("header", report.header_tokens)):
+        for token in tokens:
+            ids = parse_token(secret, token)
+            if ids is not None:
+                yield how, ids[0], ids[1]
+    for mid in report.message_ids:
+        ids = parse_message_id(secret, mid)
+        if ids is not None:
+            yield "message-id", ids[0], ids[1]
+
+
+def parse_message_id(secret: bytes, value: str) -> tuple[int, int] | None:
+    """(campaign id, subscriber id) from a Message-ID that ``compose.tokens.message_id`` made."""
+    match = _MESSAGE_ID_RE.fullmatch(value.strip().lower())
+    if match is None:
+        return None
+    cid, sid = int(match[1], 36), int(match[2], 36)
+    if max(cid, sid) > 2**63 - 1:
+        return None
+    expected = message_id(secret, cid, sid, match[4]).lower()
+    return (cid, sid) if expected == value.strip().lower() else None
+
+
+def _anchor(s: Any, report: Report, secret: bytes) -> tuple[_Row, str] | None:
+    for how, cid, sid in identified(report, secret):
+        row = _one(s, f"SELECT {_FIELDS} FROM deliveries WHERE campaign_id = :cid "
+                      "AND subscriber_id = :sid", cid=cid, sid=sid)
+        if row is not None:
+            return row, how
+    return None
+
+
+def _match(s: Any, rcpt: Recipient, anchor: tuple[_Row, str] | None,
+           single: bool) -> tuple[_Row | None, str]:
+    address = _normal(rcpt.address)
+    if anchor is not None and (single or not address or address == anchor[0].email):
+        return anchor
+    if not address:
+        return None, ""
+    if anchor is not None:
+        row = _one(s, f"SELECT {_FIELDS} FROM deliveries WHERE campaign_id = :cid "
+                      "AND email = :email", cid=anchor[0].campaign_id, email=address)
+        if row is not None:
+            return row, "address"
+    row = _one(s, f"SELECT {_FIELDS} FROM deliveries WHERE email = :email AND state IN "
+                  f"('{SENT}', '{DEFERRED}', '{EXPIRED}', '{BOUNCED}', '{COMPLAINED}') "
+                  "ORDER BY id DESC LIMIT 1", email=address)
+    return (row, "address") if row is not None else (None, "")
+
+
+def _one(session: Any, sql: str, **params: Any) -> _Row | None:
+    row = session.execute(text(sql), params).first()
+    return _Row(*row) if row is not None else None
+
+
+def _normal(address: str) -> str:
+    if not address:
+        return ""
+    try:
+        return normalize_address(address).email
+    except InvalidAddress:
+        return address.lower()
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _record(s: Any, report: Report, rcpt: Recipient, row: _Row, how: str, source: str,
+            now: float, dry_run: bool) -> Effect:
+    """One delivery's event, state change and suppression (skipped if recorded before)."""
+    event, state, suppress, code, enhanced, detail = _decide(report, rcpt)
+    key = dedupe_key(event, report.reference, row.id)
+    effect = Effect(row.email, event, row.campaign_id, row.subscriber_id, row.id, how,
+                    state, suppress, detail, recorded=not dry_run)
+    seen = s.execute(text("SELECT 1 FROM events WHERE dedupe_key = :k"), {"k": key}).first()
+    if seen is not None or dry_run:
+        allowed = _BOUNCE_FROM if state == BOUNCED else _COMPLAIN_FROM
+        will_change = seen is None and state is not None and row.state in allowed
+        return _replace(effect, state=state if will_change else None,
+                        suppressed=suppress and seen is None, recorded=False)
+    inserted = s.execute(text("""
+        INSERT INTO events (kind, campaign_id, delivery_id, subscriber_id, email, code,
+                            enhanced, text, source, dedupe_key, created_at)
+        VALUES (:kind, :cid, :did, :sid, :email, :code, :enhanced, :text, :source, :key, :now)
+        ON CONFLICT (dedupe_key) DO NOTHING"""),
+        {"kind": event, "cid": row.campaign_id, "did": row.id, "sid": row.subscriber_id,
+         "email": row.email, "code": code, "enhanced": enhanced, "text": detail[:1000],
+         "source": source[:50], "key": key, "now": now})
+    if not inserted.rowcount:  # a concurrent run recorded it a moment ago
+        return _replace(effect, state=None, suppressed=False, recorded=False)
+    changed = state is not None and _set_state(s, row.id, state, code, enhanced, detail, now)
+    if suppress:
+        why = "complaint" if event == EVENT_COMPLAINED else "bounce"
+        add_suppressions(s, [(row.email, f"{why}: {detail} (via {source})", why)], now)
+    return _replace(effect, state=state if changed else None)
+
+
+def _decide(report: Report, rcpt: Recipient) -> tuple[str, str | None, bool, int | None,
+                                                      str | None, str]:
+    """(event, new state, suppress, code, enhanced, detail) for one recipient."""
+    if report.kind == COMPLAINT:
+        return EVENT_COMPLAINED, COMPLAINED, True, None, None, rcpt.diagnostic or "complaint"
+    reply = reply_from_dsn(rcpt.status, rcpt.diagnostic or None)
+    detail = str(reply) if reply.code else (rcpt.diagnostic or rcpt.status or "no detail")
+    code = reply.code or None
+    if rcpt.action == "delayed":
+        return EVENT_DELAYED, None, False, code, reply.enhanced, detail
+    verdict = classify_reply(reply)
+    if verdict.disposition is Disposition.BOUNCED:
+        return EVENT_BOUNCED, BOUNCED, verdict.suppress, code, reply.enhanced, detail
+    return EVENT_SOFT, None, False, code, reply.enhanced, detail
+
+
+def _set_state(s: Any, delivery_id: int, state: str, code: int | None, enhanced: str | None,
+               detail: str, now: float) -> bool:
+    allowed = _BOUNCE_FROM if state == BOUNCED else _COMPLAIN_FROM
+    states = ", ".join(f"'{x}'" for x in allowed)
+    result = s.execute(text(f"""
+        UPDATE deliveries SET state = :state, last_code = :code, last_enhanced = :enhanced,
+               last_text = :text, updated_at = :now, finished_at = COALESCE(finished_at, :now),
+               lease_owner = NULL, lease_until = NULL
+        WHERE id = :id AND state IN ({states})"""),
+        {"state": state, "code": code, "enhanced": enhanced, "text": detail[:1000], "now": now,
+         "id": delivery_id})
+    return bool(result.rowcount)
+
+
+def dedupe_key(event: str, reference: str, delivery_or_subscriber: object) -> str:
+    """The events.dedupe_key of one report x one delivery: the same message gives the same key."""
+    digest = hashlib.sha256(f"{reference}|{delivery_or_subscriber}".encode()).hexdigest()
+    return f"{event}:{digest[:40]}"
+
+
+def _replace(effect: Effect, **changes: Any) -> Effect:
+    return Effect(**{**effect.__dict__, **changes})
+
+
+# -- unsubscribe requests ---------------------------------------------------------------------
+
+
+def _apply_unsubscribe(db: Database, report: Report, secret: bytes, source: str, now: float,
+                       dry_run: bool) -> Outcome:
+    ids = parse_token(secret, report.unsubscribe_token or "")
+    if ids is None:
+        return Outcome(UNSUBSCRIBE, False, note="the unsubscribe token does not verify")
+    target = find_target(db, *ids)
+    if target is None:
+        return Outcome(UNSUBSCRIBE, False, note="no such campaign or subscriber")
+    changed = False
+    if not dry_run:
+        key = dedupe_key(EVENT_UNSUBSCRIBED, report.reference, f"{ids[0]}-{ids[1]}")
+        changed = unsubscribe(db, ids[0], ids[1], source=source, now=now, dedupe_key=key)
+    detail = f"list {target.list_name}" + ("" if target.subscribed or changed
+                                             else " (unsubscribed already)")
+    effect = Effect(target.email, EVENT_UNSUBSCRIBED, ids[0], ids[1], None, "subject",
+                    detail=detail, recorded=changed)
+    return Outcome(UNSUBSCRIBE, True, (effect,))

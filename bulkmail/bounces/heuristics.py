@@ -1,0 +1,249 @@
+"""Heuristics for the mail that does not follow a standard (pure): text bounces, auto-replies
+(and the decoded text of a MIME part, which both the heuristics and the report parser read).
+
+Many MTAs still send bounces as plain text quoting the SMTP reply (qmail's QSBMF, old Exim and
+Sendmail, Yahoo, Exchange 2003...). One is recognised only when it comes from a mailer daemon
+(or has a bounce subject, or an ``X-Failed-Recipients`` header) *and* names a failed address or
+an SMTP reply: a person's mail that merely says "undeliverable" is not a bounce.
+Addresses come from flufl.bounce's detectors and from the shapes below; the reply for each is
+the first SMTP code after the address in the text (else anywhere in it).
+
+Auto-replies (RFC 3834 ``Auto-Submitted``, the de-facto ``X-Autoreply``/``Precedence`` headers,
+"Out of office"-style subjects) are recognised so they are never counted as bounces.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from email.message import Message
+
+Found = tuple[str, str, str, str]  # (address, action, status, diagnostic) as in parse.Recipient
+
+_ADDRESS = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+_ADDRESS_RE = re.compile(_ADDRESS)
+_DAEMONS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon",
+                      "mail.daemon", "mdaemon", "maildaemon", "double-bounce"})
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|delivery (?:status notification|failure|has failed|problem)"
+    r"|failure notice|returned mail|mail delivery failed|could not be delivered"
+    r"|non[- ]?deliver|delivery notification|warning: could not send|delayed mail"
+    r"|mail system error", re.IGNORECASE)
+# Where the returned copy of the message starts: nothing after it describes the failure.
+_RETURNED = re.compile(
+    r"^[ \t]*(?:-{2,}[^\n]*(?:copy of|original message|returned message|unsent message"
+    r"|message follows|headers follow)[^\n]*|(?:the )?original message (?:headers|follows):?)"
+    r"[ \t]*$", re.IGNORECASE | re.MULTILINE)
+# Replies without an enhanced code whose words say more than the classifier's word lists.
+_KNOWN_PHRASES = (
+    (re.compile(r"unrouteable address|domain (?:name )?not found|host unknown", re.IGNORECASE),
+     "5.1.2"),
+    (re.compile(r"(?:doesn't|does not) have an? [\w.-]+ account|no mailbox here|"
+                r"(?:account|mailbox) (?:has been )?(?:disabled|deactivated|closed)",
+                re.IGNORECASE), "5.1.1"),
+)
+_FAILED_SHAPES = (
+    re.compile(rf"^[ \t]*<({_ADDRESS})>:?", re.MULTILINE),  # qmail, Postfix, Yahoo
+    re.compile(rf"^[ \t]+({_ADDRESS})[ \t]*(?:$|\son\s|:|\()", re.MULTILINE),  # Exim, Exchange
+    re.compile(rf"^<?({_ADDRESS})>?\.\.\. ", re.MULTILINE),  # Sendmail "user@x... User unknown"
+    re.compile(rf"RCPT TO:?\s*<({_ADDRESS})>", re.IGNORECASE),
+    re.compile(rf"(?:delivered|delivery) to:?\s+<?({_ADDRESS})>?", re.IGNORECASE),
+)
+_SMTP_REPLY = re.compile(
+    r"(?<![\w.#-])([45][0-5]\d)(?:[ -]|:\s|\s*#)(?:\s*#?([245]\.\d{1,3}\.\d{1,3})(?![\d.]\d))?")
+_ENHANCED = re.compile(r"(?<![\w.])#?([45]\.\d{1,3}\.\d{1,3})(?![\w.]\w)")
+_DELAY_WORDS = re.compile(
+    r"not yet been delivered|warning message only|do not need to resend|will (?:continue to )?"
+    r"(?:be )?retr|still (?:being )?tr(?:ying|ied)|delivery (?:is |has been )?delayed"
+    r"|will keep trying|has been delayed", re.IGNORECASE)
+_PERMANENT_WORDS = re.compile(
+    r"permanent(?:ly)?|fatal error|could not be delivered|was not delivered|undeliverable"
+    r"|gave up|giving up|delivery has failed|unable to deliver|did not reach|cannot be reached"
+    r"|address(?:es)?\W+failed|failed:", re.IGNORECASE)
+_AUTOREPLY_SUBJECT = re.compile(
+    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|autoreply|auto:"
+    r"|out of (?:the )?office|ooo\b|on vacation|vacation|away from (?:my|the) (?:mail|office)"
+    r"|abwesenheit|r[ée]ponse automatique|absence|respuesta autom[áa]tica|risposta automatica"
+    r"|i am (?:currently )?(?:out|away))", re.IGNORECASE)
+_AUTOREPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-reply",
+                      "x-vacation")
+
+log = logging.getLogger(__name__)
+
+
+def first_address(text: str) -> str:
+    """The first address in ``text``, lower-cased, or ""."""
+    match = _ADDRESS_RE.search(text or "")
+    return match.group(0).strip(".").lower() if match else ""
+
+
+def is_daemon(address: str) -> bool:
+    return address.partition("@")[0].lower() in _DAEMONS
+
+
+def autoreply_reason(msg: Message, subject: str) -> str:
+    """Why ``msg`` is an auto-reply ("" if it is not one)."""
+    auto = str(msg.get("Auto-Submitted", "")).strip().lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto}"
+    for name in _AUTOREPLY_HEADERS:
+        if msg.get(name) is not None:
+            return f"{name} header"
+    precedence = str(msg.get("Precedence", "") or msg.get("X-Precedence", "")).strip().lower()
+    if precedence in ("auto_reply", "auto-reply", "junk"):
+        return f"Precedence: {precedence}"
+    if _AUTOREPLY_SUBJECT.search(subject or ""):
+        return "auto-reply subject"
+    return ""
+
+
+def text_bounce(msg: Message, subject: str, sender: str) -> tuple[list[Found], str] | None:
+    """The failed recipients of a non-standard bounce, and a note; None if it is not one."""
+    failed_header = ", ".join(str(v) for v in msg.get_all("X-Failed-Recipients", []))
+    if not (is_daemon(sender) or failed_header or _machine_bounce_subject(msg, subject)):
+        return None
+    text = human_text(msg)
+    if not (_PERMANENT_WORDS.search(text) or _DELAY_WORDS.search(text) or find_reply(text)[0]):
+        return None  # says nothing about a failure: an acknowledgement, a notice...
+    addresses = _candidates(msg, text, failed_header, sender)
+    found = [_recipient(address, text) for address in addresses]
+    if not found:
+        status, diagnostic = find_reply(text)
+        if not status:
+            return None
+        found = [("", *_action(status, text), diagnostic)]
+    return found, "non-standard bounce (text)"
+
+
+def _machine_bounce_subject(msg: Message, subject: str) -> bool:
+    """A bounce subject on a message a machine sent (null return path or Auto-Submitted)."""
+    if not _BOUNCE_SUBJECT.search(subject or ""):
+        return False
+    return str(msg.get("Return-Path", "")).strip() == "<>" or msg.get("Auto-Submitted") is not None
+
+
+def human_text(msg: Message) -> str:
+    """The text a person would read first, without the returned copy of the message."""
+    chunks: list[str] = []
+    html: list[str] = []
+
+    def visit(part: Message) -> None:
+        if part.get_content_maintype() == "message":
+            return
+        if part.is_multipart():
+            for sub in part.get_payload():
+                if isinstance(sub, Message):
+                    visit(sub)
+        elif part.get_content_type() == "text/plain":
+            chunks.append(part_text(part))
+        elif part.get_content_type() == "text/html":
+            html.append(re.sub(r"<[^>]*>", " ", part_text(part)))
+
+    visit(msg)
+    text = "\n".join(chunks or html).replace("\r\n", "\n")
+    cut = _RETURNED.search(text)
+    return text[: cut.start()] if cut else text
+
+
+def part_text(part: Message) -> str:
+    """The decoded text of a leaf part (transfer encoding and charset undone)."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+def find_reply(text: str) -> tuple[str, str]:
+    """(enhanced status, "smtp; <reply>") of the first SMTP reply in ``text``, or ("", "")."""
+    match = _SMTP_REPLY.search(text)
+    if match is not None:
+        code, enhanced = match.group(1), match.group(2)
+        line = _line_from(text, match.start())
+        if enhanced is None:
+            nearby = _ENHANCED.search(line)
+            enhanced = nearby.group(1) if nearby and nearby.group(1)[0] == code[0] else None
+        return enhanced or f"{code[0]}.0.0", "smtp; " + " ".join(line.split())[:500]
+    match = _ENHANCED.search(text)
+    if match is not None:
+        line = _line_from(text, text.rfind("\n", 0, match.start()) + 1)
+        return match.group(1), " ".join(line.split())[:500]
+    return "", ""
+
+
+def _line_from(text: str, start: int) -> str:
+    """The rest of the line at ``start`` plus one continuation line (replies wrap)."""
+    end = text.find("\n", start)
+    end = len(text) if end < 0 else end
+    line = text[start:end]
+    after = text[end + 1: text.find("\n", end + 1) if text.find("\n", end + 1) > 0 else None]
+    if after[:1] in (" ", "\t") and after.strip() and not _ADDRESS_RE.match(after.strip()):
+        line += " " + after.strip()
+    return line
+
+
+def _candidates(msg: Message, text: str, failed_header: str, sender: str) -> list[str]:
+    found = [a.lower() for a in _ADDRESS_RE.findall(failed_header)]
+    found += _flufl_addresses(msg)
+    for shape in _FAILED_SHAPES:
+        found += [m.group(1).lower() for m in shape.finditer(text)]
+    ours = {first_address(str(v)) for v in msg.get_all("To", []) + msg.get_all("Delivered-To", [])}
+    keep = []
+    for address in dict.fromkeys(a.strip(".") for a in found):
+        if address in ours or address == sender or is_daemon(address) or "+" in address and \
+                re.search(r"\+[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16}@", address):
+            continue
+        keep.append(address)
+    return keep
+
+
+def _flufl_addresses(msg: Message) -> list[str]:
+    """Addresses flufl.bounce's detectors find (they know many odd formats); [] on any error."""
+    try:
+        from flufl.bounce import all_failures
+
+        temporary, permanent = all_failures(msg)
+    except Exception:  # noqa: BLE001 - a detector choking on odd input is not our failure
+        log.debug("flufl.bounce failed on a message", exc_info=True)
+        return []
+    out = []
+    for raw in (*sorted(permanent), *sorted(temporary)):
+        address = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        address = first_address(address)
+        if address:
+            out.append(address)
+    return out
+
+
+def _recipient(address: str, text: str) -> Found:
+    lower = text.lower()
+    at = lower.find(address)
+    window = text[at: at + 800] if at >= 0 else ""
+    status, diagnostic = find_reply(window)
+    if not status:
+        status, diagnostic = find_reply(text)
+    if not diagnostic and at >= 0:
+        diagnostic = " ".join(_line_from(text, at).split())[:500]
+    action, status = _action(status, text)
+    if action == "failed" and status.endswith(".0.0"):
+        status = _status_from_words(diagnostic, status)
+    return address, action, status, diagnostic
+
+
+def _status_from_words(diagnostic: str, status: str) -> str:
+    for pattern, known in _KNOWN_PHRASES:
+        if pattern.search(diagnostic):
+            return known
+    return status
+
+
+def _action(status: str, text: str) -> tuple[str, str]:
+    """(action, status): delay notices say so in words; otherwise the code's class decides."""
+    if _DELAY_WORDS.search(text):
+        return "delayed", status or "4.0.0"
+    if status.startswith("4") and not _PERMANENT_WORDS.search(text):
+        return "delayed", status
+    return "failed", status or "5.0.0"

@@ -1,0 +1,297 @@
+"""What a message in the bounce mailbox is: bytes in, a ``Report`` out (pure, never raises).
+
+A message is one of: a bounce (RFC 3464 delivery-status report, or one of the plain-text
+bounces many MTAs still send), a delay notice (``Action: delayed``), a complaint (an ARF
+feedback report, RFC 5965, ``Feedback-Type: abuse``), an unsubscribe request (mail to our
+``mailto:`` address whose subject is ``unsubscribe-<token>``), an auto-reply (vacation, out of
+office: recognised so it is never counted as a bounce), or unknown (left alone).
+
+The report also carries the identifiers that lead back to a delivery, in the order they are
+trusted (``bulkmail.bounces.apply`` checks them against the secret):
+
+1. VERP tokens: ``bounces+TOKEN@...`` in the envelope headers (To, Delivered-To,
+   X-Original-To, Original-Recipient...), ARF's Original-Mail-From, or the returned message's
+   Return-Path;
+2. our ``X-Bulkmail-Delivery`` header, and 3. the Message-ID, both read only from the
+   returned message (an inner part or the quoted text), never from the report's own header;
+4. the recipient addresses the report names.
+
+Nothing here knows the secret or the database: a token is only a candidate until verified.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from email.header import decode_header, make_header
+from email.message import Message
+
+from bulkmail.bounces import heuristics
+
+BOUNCE, DELAYED, COMPLAINT = "bounce", "delayed", "complaint"
+UNSUBSCRIBE, AUTOREPLY, UNKNOWN = "unsubscribe", "autoreply", "unknown"
+KINDS = (BOUNCE, DELAYED, COMPLAINT, UNSUBSCRIBE, AUTOREPLY, UNKNOWN)
+
+#: Feedback types that mean "the recipient called this spam" (RFC 5965 section 7.3).
+COMPLAINT_TYPES = frozenset({"abuse", "fraud"})
+
+TOKEN = r"[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16}"
+_VERP_RE = re.compile(rf"\+({TOKEN})@", re.IGNORECASE)
+_UNSUBSCRIBE_RE = re.compile(rf"\bunsubscribe-({TOKEN})\b", re.IGNORECASE)
+_HEADER_TOKEN_RE = re.compile(rf"^[ \t>]*X-Bulkmail-Delivery:[ \t]*({TOKEN})\b",
+                              re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID_RE = re.compile(r"^[ \t>]*Message-ID:\s*(<[^<>\s]{3,250}>)",
+                            re.IGNORECASE | re.MULTILINE)
+_RETURN_PATH_RE = re.compile(r"^[ \t>]*Return-Path:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+_ENVELOPE_HEADERS = ("to", "cc", "delivered-to", "x-original-to", "envelope-to", "x-envelope-to",
+                     "original-recipient", "x-original-recipient", "resent-to")
+_REPORT_PARTS = ("message/delivery-status", "message/global-delivery-status")
+_FEEDBACK_PART = "message/feedback-report"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient a report speaks of. ``action`` and ``status`` are "" when unknown."""
+
+    address: str  # lower-cased, "" when the report does not name it (redacted ARF)
+    action: str  # failed | delayed | delivered | relayed | expanded | ""
+    status: str  # the enhanced status code, e.g. "5.1.1"
+    diagnostic: str  # "smtp; 550 5.1.1 ..." (RFC 3464) or the text found, whitespace collapsed
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one message is, and what it says about which deliveries."""
+
+    kind: str
+    recipients: tuple[Recipient, ...] = ()
+    verp_tokens: tuple[str, ...] = ()
+    header_tokens: tuple[str, ...] = ()
+    message_ids: tuple[str, ...] = ()  # of the returned message, lower-cased, with <>
+    unsubscribe_token: str | None = None
+    feedback_type: str = ""
+    reference: str = ""  # the message's own Message-ID, else a digest of its bytes
+    subject: str = ""
+    sender: str = ""  # the From address
+    error: str = ""  # why the message could not be parsed ("" when it could)
+    notes: tuple[str, ...] = field(default=())  # how the kind was decided, for the operator
+
+
+def parse_report(data: bytes) -> Report:
+    """Parse one raw message. Never raises: a broken message is ``unknown`` with ``error`` set."""
+    reference = _digest(data)
+    try:
+        msg = email.message_from_bytes(data, policy=email.policy.compat32)
+        report = _parse(msg)
+    except Exception as exc:  # noqa: BLE001 - the contract: a parse failure is a value
+        return Report(UNKNOWN, reference=reference, error=f"{type(exc).__name__}: {exc}"[:300])
+    return report if report.reference else replace(report, reference=reference)
+
+
+def _parse(msg: Message) -> Report:
+    own_id = header_text(msg.get("Message-ID", "")).strip().lower()
+    inner = _inner_text(msg)
+    base = Report(
+        UNKNOWN,
+        verp_tokens=_verp_tokens(msg, inner),
+        header_tokens=_dedupe(t.lower() for t in _HEADER_TOKEN_RE.findall(inner)),
+        message_ids=_dedupe(m.lower() for m in _MESSAGE_ID_RE.findall(inner)),
+        reference=own_id[:250] if own_id.startswith("<") else "",
+        subject=header_text(msg.get("Subject", "")),
+        sender=heuristics.first_address(header_text(msg.get("From", ""))),
+    )
+    feedback = _first_part(msg, (_FEEDBACK_PART,))
+    if feedback is not None or _report_type(msg) == "feedback-report":
+        return _complaint(msg, feedback, base)
+    status_part = _first_part(msg, _REPORT_PARTS)
+    if status_part is not None:
+        return _delivery_status(status_part, base)
+    match = _UNSUBSCRIBE_RE.search(base.subject)
+    if match is not None:
+        return replace(base, kind=UNSUBSCRIBE, unsubscribe_token=match.group(1).lower(),
+                       notes=("subject names an unsubscribe token",))
+    text_bounce = heuristics.text_bounce(msg, base.subject, base.sender)
+    if text_bounce is not None:
+        found, note = text_bounce
+        recipients = tuple(Recipient(*r) for r in found)
+        kind = BOUNCE if any(r.action == "failed" for r in recipients) else DELAYED
+        return replace(base, kind=kind, recipients=recipients, notes=(note,))
+    why = heuristics.autoreply_reason(msg, base.subject)
+    if why:
+        return replace(base, kind=AUTOREPLY, notes=(why,))
+    return replace(base, notes=("not a bounce, complaint or unsubscribe request",))
+
+
+# -- RFC 3464 delivery-status reports -------------------------------------------------------
+
+
+def _delivery_status(part: Message, base: Report) -> Report:
+    blocks = part_fields(part)
+    recipients = []
+    for block in blocks:
+        if not any(k in block for k in ("final-recipient", "original-recipient", "action")):
+            continue
+        address = _typed_address(block.get("final-recipient") or block.get("original-recipient"))
+        status = (block.get("status", "").split() or [""])[0]
+        recipients.append(Recipient(address, block.get("action", "").strip().lower(),
+                                    status, _collapse(block.get("diagnostic-code", ""))))
+    envelope = [_VERP_RE.findall(b.get("original-recipient", "")) for b in blocks]
+    tokens = _dedupe([*base.verp_tokens, *(t.lower() for found in envelope for t in found)])
+    actions = {r.action for r in recipients}
+    if "failed" in actions:
+        kind = BOUNCE
+    elif "delayed" in actions:
+        kind = DELAYED
+    else:
+        kind = UNKNOWN
+    note = f"delivery-status report, actions: {', '.join(sorted(actions)) or 'none'}"
+    return replace(base, kind=kind, recipients=tuple(recipients), verp_tokens=tokens,
+                   notes=(note,))
+
+
+# -- RFC 5965 feedback reports (complaints) -------------------------------------------------
+
+
+def _complaint(msg: Message, part: Message | None, base: Report) -> Report:
+    fields: dict[str, str] = {}
+    for block in part_fields(part) if part is not None else []:
+        fields.update(block)
+    feedback_type = fields.get("feedback-type", "abuse" if part is None else "").strip().lower()
+    address = heuristics.first_address(fields.get("original-rcpt-to", ""))
+    if not address:
+        address = heuristics.first_address(_inner_header(msg, "to"))
+    tokens = _dedupe([*base.verp_tokens,
+                      *(t.lower() for t in _VERP_RE.findall(fields.get("original-mail-from", "")))])
+    kind = COMPLAINT if feedback_type in COMPLAINT_TYPES else UNKNOWN
+    detail = f"feedback-type: {feedback_type or '?'}"
+    if fields.get("user-agent"):
+        detail += f"; user-agent: {_collapse(fields['user-agent'])}"
+    return replace(base, kind=kind, feedback_type=feedback_type, verp_tokens=tokens,
+                   recipients=(Recipient(address, "", "", detail),),
+                   notes=(f"feedback report ({detail})",))
+
+
+# -- MIME helpers ---------------------------------------------------------------------------
+
+
+def header_text(value: object) -> str:
+    """A header value as text: RFC 2047 words decoded, undecodable bytes replaced."""
+    raw = str(value)
+    try:
+        text = str(make_header(decode_header(raw)))
+    except Exception:  # noqa: BLE001 - a malformed encoded word: keep the raw text
+        text = raw
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def part_fields(part: Message) -> list[dict[str, str]]:
+    """The field blocks of a delivery-status or feedback-report part, names lower-cased."""
+    payload = part.get_payload()
+    blocks: list[dict[str, str]] = []
+    if isinstance(payload, list):
+        for block in payload:
+            if not isinstance(block, Message):
+                continue
+            fields = {k.lower(): _collapse(header_text(v)) for k, v in block.items()}
+            body = block.get_payload()
+            if isinstance(body, str) and ":" in body:  # fields after a stray blank line
+                blocks.extend(parse_fields(body))
+            if fields:
+                blocks.append(fields)
+        return blocks
+    return parse_fields(heuristics.part_text(part))
+
+
+def parse_fields(text: str) -> list[dict[str, str]]:
+    """``Name: value`` blocks separated by blank lines (continuation lines unfolded)."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last = ""
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current, last = {}, ""
+        elif line[0] in " \t" and last:
+            current[last] = _collapse(current[last] + " " + line)
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            last = name.strip().lower()
+            current.setdefault(last, _collapse(value))
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _first_part(msg: Message, types: Iterable[str]) -> Message | None:
+    wanted = tuple(types)
+    for part in msg.walk():
+        if part.get_content_type() in wanted:
+            return part
+    return None
+
+
+def _report_type(msg: Message) -> str:
+    if msg.get_content_type() != "multipart/report":
+        return ""
+    return str(msg.get_param("report-type", "") or "").lower()
+
+
+def _inner_parts(msg: Message) -> Iterator[Message]:
+    for part in msg.walk():
+        if part is not msg:
+            yield part
+
+
+def _inner_text(msg: Message) -> str:
+    """Everything but the report's own header: inner headers and every leaf's text."""
+    chunks = []
+    for part in _inner_parts(msg):
+        chunks.append("".join(f"{k}: {header_text(v)}\n" for k, v in part.items()))
+    for part in msg.walk():
+        if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
+            chunks.append(heuristics.part_text(part))
+    return "\n".join(chunks)
+
+
+def _inner_header(msg: Message, name: str) -> str:
+    for part in _inner_parts(msg):
+        if part.get(name) is not None and part.get_content_type() != _FEEDBACK_PART:
+            return header_text(part.get(name))
+    return ""
+
+
+def _verp_tokens(msg: Message, inner: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for name in _ENVELOPE_HEADERS:
+        for value in msg.get_all(name, []):
+            found += _VERP_RE.findall(header_text(value))
+    for path in _RETURN_PATH_RE.findall(inner):
+        found += _VERP_RE.findall(path)
+    return _dedupe(t.lower() for t in found)
+
+
+def _typed_address(value: str | None) -> str:
+    """"rfc822; <User@Example.com>" -> "user@example.com"."""
+    if not value:
+        return ""
+    _kind, sep, rest = value.partition(";")
+    return heuristics.first_address(rest if sep else value)
+
+
+def _collapse(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(i for i in items if i))
+
+
+def _digest(data: bytes) -> str:
+    """A stable reference for a message without a Message-ID: same bytes, same reference."""
+    normal = b"\n".join(line.rstrip() for line in data.replace(b"\r\n", b"\n").split(b"\n"))
+    return "sha256:" + hashlib.sha256(normal.strip()).hexdigest()[:40]
