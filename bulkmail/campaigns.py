@@ -17,8 +17,8 @@ from bulkmail.audience.addresses import InvalidAddress, normalize_address
 from bulkmail.audience.lists import find_list
 from bulkmail.compose.mime import CampaignInfo, Composer, ComposeSettings, Recipient
 from bulkmail.config import Settings
-from bulkmail.db.engine import Database, now
 from bulkmail.db import control
+from bulkmail.db.engine import Database, now
 from bulkmail.db.models import (
     CAMPAIGN_CANCELLED,
     DELIVERY_STATES,
@@ -43,7 +43,7 @@ def parse_from(value: str) -> tuple[str, str]:
     """(display name, address) of a From value, or InputError."""
     name, addr = email.utils.parseaddr(value)
     if not addr or "@" not in addr:
-        raise InputError(f"--from {value!r}: expected \"Name <address@domain>\"")
+        raise InputError(f'--from {value!r}: expected "Name <address@domain>"')
     try:
         normalize_address(addr)
     except InvalidAddress as exc:
@@ -51,7 +51,9 @@ def parse_from(value: str) -> tuple[str, str]:
     return name, addr
 
 
-def compose_settings(settings: Settings, from_header: str, secret: bytes | None = None) -> ComposeSettings:
+def compose_settings(
+    settings: Settings, from_header: str, secret: bytes | None = None
+) -> ComposeSettings:
     """The composition settings of a campaign sent with ``settings``."""
     _, addr = email.utils.parseaddr(from_header)
     from_domain = addr.rpartition("@")[2].lower()
@@ -67,13 +69,20 @@ def compose_settings(settings: Settings, from_header: str, secret: bytes | None 
 
 def campaign_info(c: Campaign, list_name: str) -> CampaignInfo:
     return CampaignInfo(
-        id=c.id, name=c.name, subject=c.subject, from_header=c.from_header,
-        list_id=c.list_id, list_name=list_name, template=c.template, reply_to=c.reply_to,
+        id=c.id,
+        name=c.name,
+        subject=c.subject,
+        from_header=c.from_header,
+        list_id=c.list_id,
+        list_name=list_name,
+        template=c.template,
+        reply_to=c.reply_to,
     )
 
 
-def composer_for(settings: Settings, db: Database, campaign_id: int,
-                 secret: bytes | None = None) -> Composer:
+def composer_for(
+    settings: Settings, db: Database, campaign_id: int, secret: bytes | None = None
+) -> Composer:
     c = get_campaign(db, campaign_id)
     with db.session() as s:
         list_name = s.scalar(select(MailingList.name).where(MailingList.id == c.list_id)) or ""
@@ -81,8 +90,15 @@ def composer_for(settings: Settings, db: Database, campaign_id: int,
 
 
 def create_campaign(
-    db: Database, settings: Settings, *, name: str, list_name: str, subject: str,
-    from_header: str, template: str, reply_to: str | None = None,
+    db: Database,
+    settings: Settings,
+    *,
+    name: str,
+    list_name: str,
+    subject: str,
+    from_header: str,
+    template: str,
+    reply_to: str | None = None,
     at: str | None = None,
 ) -> Campaign:
     """Validate and store a campaign; returns it (with its id)."""
@@ -94,18 +110,31 @@ def create_campaign(
         parse_from(reply_to)
     lst = find_list(db, list_name)
     draft = Campaign(
-        id=0, name=name.strip(), subject=subject, from_header=from_header, reply_to=reply_to,
-        template=template, list_id=lst.id,
+        id=0,
+        name=name.strip(),
+        subject=subject,
+        from_header=from_header,
+        reply_to=reply_to,
+        template=template,
+        list_id=lst.id,
     )
-    composer = Composer(campaign_info(draft, lst.name),
-                        compose_settings(settings, from_header, _CHECK_SECRET))
+    composer = Composer(
+        campaign_info(draft, lst.name), compose_settings(settings, from_header, _CHECK_SECRET)
+    )
     composer.check()
     stamp = now()
     with db.session() as s:
         c = Campaign(
-            name=draft.name, subject=subject, from_header=from_header, reply_to=reply_to,
-            template=template, list_id=lst.id, state=SCHEDULED if scheduled_at else DRAFT,
-            scheduled_at=scheduled_at, created_at=stamp, state_reason="",
+            name=draft.name,
+            subject=subject,
+            from_header=from_header,
+            reply_to=reply_to,
+            template=template,
+            list_id=lst.id,
+            state=SCHEDULED if scheduled_at else DRAFT,
+            scheduled_at=scheduled_at,
+            created_at=stamp,
+            state_reason="",
         )
         s.add(c)
         s.flush()
@@ -143,8 +172,12 @@ def status(db: Database, campaign_id: int) -> dict[str, Any]:
     c = get_campaign(db, campaign_id)
     counts = state_counts(db, campaign_id)
     keys = ("queued", "sending", "deferred", "sent", "bounced", "expired", "failed", "skipped")
-    out: dict[str, Any] = {"id": c.id, "name": c.name, "state": c.state,
-                           "total": sum(counts.values())}
+    out: dict[str, Any] = {
+        "id": c.id,
+        "name": c.name,
+        "state": c.state,
+        "total": sum(counts.values()),
+    }
     out.update({k: counts[k] for k in keys})
     out.update({k: counts[k] for k in ("complained", "cancelled")})
     return out
@@ -163,21 +196,29 @@ def find_recipient(db: Database, campaign_id: int, address: str) -> Recipient:
     return recipient_of(sub.id, sub.email, sub.name, sub.attributes)
 
 
-def recipient_of(subscriber_id: int, email_addr: str, name: str | None,
-                 attributes: Mapping[str, Any] | None) -> Recipient:
-    return Recipient(subscriber_id=subscriber_id, email=email_addr, name=name or "",
-                     attributes=dict(attributes or {}))
+def recipient_of(
+    subscriber_id: int, email_addr: str, name: str | None, attributes: Mapping[str, Any] | None
+) -> Recipient:
+    return Recipient(
+        subscriber_id=subscriber_id,
+        email=email_addr,
+        name=name or "",
+        attributes=dict(attributes or {}),
+    )
 
 
 # -- control: schedule, pause, resume, cancel ------------------------------------------------
+
 
 def schedule(db: Database, settings: Settings, campaign_id: int, when: str) -> Campaign:
     """Schedule a draft (or missed, or rescheduled) campaign for ``when``."""
     at = parse_when(when, settings.schedule.timezone)
     c = get_campaign(db, campaign_id)
     if c.state not in (DRAFT, SCHEDULED, MISSED):
-        raise InputError(f"campaign {campaign_id} is {c.state}: only a draft, scheduled or "
-                         "missed campaign can be scheduled")
+        raise InputError(
+            f"campaign {campaign_id} is {c.state}: only a draft, scheduled or "
+            "missed campaign can be scheduled"
+        )
     control.set_schedule(db, campaign_id, at)
     control.transition(db, campaign_id, SCHEDULED, now(), from_states=[DRAFT, SCHEDULED, MISSED])
     return get_campaign(db, campaign_id)
@@ -195,10 +236,18 @@ def unschedule(db: Database, campaign_id: int) -> Campaign:
 def pause(db: Database, campaign_id: int) -> Campaign:
     """Stop all claiming for the campaign, in every process, within about a second."""
     c = get_campaign(db, campaign_id)
-    if not control.transition(db, campaign_id, PAUSED, now(), from_states=[RUNNING, SCHEDULED],
-                              reason="paused by the operator"):
-        raise InputError(f"campaign {campaign_id} is {c.state}: only a running or scheduled "
-                         "campaign can be paused")
+    if not control.transition(
+        db,
+        campaign_id,
+        PAUSED,
+        now(),
+        from_states=[RUNNING, SCHEDULED],
+        reason="paused by the operator",
+    ):
+        raise InputError(
+            f"campaign {campaign_id} is {c.state}: only a running or scheduled "
+            "campaign can be paused"
+        )
     return get_campaign(db, campaign_id)
 
 
@@ -216,6 +265,7 @@ def cancel(db: Database, campaign_id: int) -> tuple[Campaign, int]:
     c = get_campaign(db, campaign_id)
     if c.state in (FINISHED, CAMPAIGN_CANCELLED):
         raise InputError(f"campaign {campaign_id} is already {c.state}")
-    control.transition(db, campaign_id, CAMPAIGN_CANCELLED, now(),
-                       reason="cancelled by the operator")
+    control.transition(
+        db, campaign_id, CAMPAIGN_CANCELLED, now(), reason="cancelled by the operator"
+    )
     return get_campaign(db, campaign_id), control.cancel_pending(db, campaign_id, now())

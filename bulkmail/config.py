@@ -170,7 +170,8 @@ class Settings:
         if not value:
             raise ConfigError(
                 f"{self.source}: unsubscribe.secret_env: environment variable "
-                f"{self.unsubscribe.secret_env} is not set (the HMAC key for unsubscribe and bounce tokens)"
+                f"{self.unsubscribe.secret_env} is not set "
+                "(the HMAC key for unsubscribe and bounce tokens)"
             )
         if len(value.encode()) < 16:
             raise ConfigError(
@@ -272,14 +273,16 @@ def _validate(s: Settings) -> None:
     except ValueError as exc:
         raise ConfigError(f"{s.source}: schedule.grace: {exc}") from None
     if s.sender.mode == "relay" and not s.relay.host:
-        raise ConfigError(f"{s.source}: relay.host: required when sender.mode = \"relay\"")
+        raise ConfigError(f'{s.source}: relay.host: required when sender.mode = "relay"')
     if bool(s.dkim.key_file) and not (s.dkim.domain and s.dkim.selector):
         raise ConfigError(f"{s.source}: dkim: key_file needs domain and selector too")
     for domain, lim in s.limits.items():
         if lim.connections < 1:
             raise ConfigError(f"{s.source}: limits.{domain}.connections: must be at least 1")
         if lim.messages_per_connection < 1:
-            raise ConfigError(f"{s.source}: limits.{domain}.messages_per_connection: must be at least 1")
+            raise ConfigError(
+                f"{s.source}: limits.{domain}.messages_per_connection: must be at least 1"
+            )
 
 
 def _limits(source: str, raw: Any) -> dict[str, Limits]:
@@ -292,13 +295,13 @@ def _limits(source: str, raw: Any) -> dict[str, Limits]:
             continue
         merged = {**dataclasses.asdict(default), **(table if isinstance(table, dict) else {})}
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [limits.\"{domain}\"] must be a table")
+            raise ConfigError(f'{source}: [limits."{domain}"] must be a table')
         out[domain.lower()] = _section(source, f"limits.{domain}", Limits, merged)
     return out
 
 
 def _routes(source: str, raw: Any) -> dict[str, tuple[str, ...]]:
-    """``[routes]``: a transport map, domain -> "host[:port]" or a list of them (skips MX lookup)."""
+    """``[routes]``: a transport map, domain -> "host[:port]" or a list (skips MX lookup)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: [routes] must be a table")
     out = {}

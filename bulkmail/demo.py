@@ -1,4 +1,4 @@
-"""``bulkmail demo``: a whole campaign on this machine, with local servers standing in for the world.
+"""``bulkmail demo``: a whole campaign on this machine, local servers standing in for the world.
 
 It builds a demo folder (config, SQLite database, a fresh DKIM key), starts a DNS server on
 127.0.0.1 answering for the demo domains (MX records pointing at 127.0.0.2-127.0.0.5, one
@@ -23,8 +23,12 @@ from bulkmail.signing.keys import dns_txt_value, generate_private_key, load_priv
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "templates" / "sample" / "subscribers.csv"
-MX_HOSTS = {"mx1.example.test": "127.0.0.2", "mx2.example.test": "127.0.0.3",
-            "mx.post.test": "127.0.0.4", "inbox.test": "127.0.0.5"}
+MX_HOSTS = {
+    "mx1.example.test": "127.0.0.2",
+    "mx2.example.test": "127.0.0.3",
+    "mx.post.test": "127.0.0.4",
+    "inbox.test": "127.0.0.5",
+}
 SENDING_DOMAIN = "news.test"
 
 
@@ -44,10 +48,11 @@ def demo_zone(public_txt: str) -> Zone:
 
 def write_config(out: Path, dns_port: int, smtp_port: int) -> Path:
     config = out / "bulkmail.toml"
-    config.write_text(f"""\
+    config.write_text(
+        f"""\
 # Written by 'bulkmail demo': everything points at servers on this machine.
 [database]
-url = "sqlite:///{(out / 'demo.db').resolve()}"
+url = "sqlite:///{(out / "demo.db").resolve()}"
 
 [sender]
 helo = "mail.{SENDING_DOMAIN}"
@@ -76,7 +81,9 @@ max_age = "1h"
 [unsubscribe]
 url = "http://127.0.0.1:8080/unsubscribe"
 mailto = "unsubscribe@{SENDING_DOMAIN}"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return config
 
 
@@ -85,8 +92,7 @@ def _run(config: Path, *args: str) -> None:
 
     click.echo(click.style(f"$ bulkmail {' '.join(args)}", bold=True), err=True)
     try:
-        cli.main(args=["--config", str(config), *args], prog_name="bulkmail",
-                 standalone_mode=False)
+        cli.main(args=["--config", str(config), *args], prog_name="bulkmail", standalone_mode=False)
     except click.exceptions.Exit as exc:
         if exc.exit_code:
             raise
@@ -112,14 +118,28 @@ def run_demo(out_dir: str) -> None:
             _run(config, "init")
             _run(config, "lists", "create", "demo")
             _run(config, "subscribers", "import", "--list", "demo", str(SAMPLE))
-            _run(config, "campaigns", "create", "--name", "Demo newsletter", "--list", "demo",
-                 "--subject", "Hello {{ subscriber.name or 'there' }}: the demo newsletter",
-                 "--from", f"Demo News <news@{SENDING_DOMAIN}>", "--template", "newsletter")
+            _run(
+                config,
+                "campaigns",
+                "create",
+                "--name",
+                "Demo newsletter",
+                "--list",
+                "demo",
+                "--subject",
+                "Hello {{ subscriber.name or 'there' }}: the demo newsletter",
+                "--from",
+                f"Demo News <news@{SENDING_DOMAIN}>",
+                "--template",
+                "newsletter",
+            )
             _run(config, "campaigns", "send", "1", "--wait")
         finally:
             for server in servers:
                 server.stop()
     received = sum(len(s.messages) for s in servers)
-    click.echo(f"\n{received} messages delivered to the capture servers; "
-               f"open them in {out / 'mail'}/ (e.g. {next(iter(sorted((out / 'mail').glob('*.eml'))), '')})")
+    click.echo(
+        f"\n{received} messages delivered to the capture servers; "
+        f"open them in {out / 'mail'}/ (e.g. {min((out / 'mail').glob('*.eml'), default='')})"
+    )
     click.echo(f"config and database: {out / 'bulkmail.toml'}, {out / 'demo.db'}")

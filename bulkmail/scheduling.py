@@ -33,7 +33,8 @@ def parse_when(text: str, timezone: str = "UTC") -> float:
     except ValueError:
         raise InputError(
             f"--at {text!r}: not an ISO 8601 time (e.g. 2026-12-01T09:00+01:00 or "
-            "2026-12-01 09:00 in the configured timezone)") from None
+            "2026-12-01 09:00 in the configured timezone)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone(timezone))
     return moment.timestamp()

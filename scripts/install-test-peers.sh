@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite talks to, on a fresh Debian machine (run as root):
 # Postfix's smtp-sink/smtp-source, Perl Mail::DKIM (the independent DKIM verifier), Dovecot
-# (IMAP/POP3 bounce mailbox), and PostgreSQL started if it is installed but not running.
+# (IMAP/POP3 bounce mailbox), Chromium (renders the HTML report), and PostgreSQL started if
+# it is installed but not running.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
-for pkg in postfix libmail-dkim-perl dovecot-imapd dovecot-pop3d; do
+for pkg in postfix libmail-dkim-perl dovecot-imapd dovecot-pop3d chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,7 +15,7 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${need[@]}"
+  apt-get install -y -q "${need[@]}"
 fi
 
 # PostgreSQL: the multi-worker tests run against the server at 127.0.0.1:5432.

@@ -17,9 +17,19 @@ from sqlalchemy import create_engine, text
 
 from bulkmail.db.engine import Database, upgrade
 
-PG_ADMIN = os.environ.get("BULKMAIL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-TABLES = ("events", "deliveries", "campaigns", "memberships", "subscribers", "suppressions",
-          "lists", "site_leases")
+PG_ADMIN = os.environ.get(
+    "BULKMAIL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TABLES = (
+    "events",
+    "deliveries",
+    "campaigns",
+    "memberships",
+    "subscribers",
+    "suppressions",
+    "lists",
+    "site_leases",
+)
 
 
 def _pg_available() -> bool:
@@ -46,8 +56,10 @@ def pg_url() -> Iterator[str]:
     db.dispose()
     yield url
     with admin.connect() as conn:
-        conn.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+            {"n": name},
+        )
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
 

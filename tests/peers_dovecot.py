@@ -105,8 +105,10 @@ class Dovecot:
     # -- life cycle -------------------------------------------------------------------------
     def start(self, ca: trustme.CA) -> Dovecot:
         if shutil.which("dovecot") is None:
-            pytest.fail("dovecot is not installed (Debian dovecot-imapd and dovecot-pop3d; "
-                        "run scripts/install-test-peers.sh)")
+            pytest.fail(
+                "dovecot is not installed (Debian dovecot-imapd and dovecot-pop3d; "
+                "run scripts/install-test-peers.sh)"
+            )
         cert = ca.issue_cert("localhost", self.host)
         cert.cert_chain_pems[0].write_to_path(self.root / "server.pem")
         cert.private_key_pem.write_to_path(self.root / "server.key")
@@ -115,11 +117,20 @@ class Dovecot:
         while len(set(self.ports.values())) < len(LISTENERS):
             self.ports = {name: free_port() for name in LISTENERS}
         config = self.root / "dovecot.conf"
-        config.write_text(_CONFIG.format(
-            root=self.root, home=self.home, password=self.password, uid=MAIL_UID, gid=MAIL_GID,
-            **{f"port_{k}": v for k, v in self.ports.items()}), encoding="utf-8")
-        self.process = subprocess.Popen(["dovecot", "-F", "-c", str(config)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        config.write_text(
+            _CONFIG.format(
+                root=self.root,
+                home=self.home,
+                password=self.password,
+                uid=MAIL_UID,
+                gid=MAIL_GID,
+                **{f"port_{k}": v for k, v in self.ports.items()},
+            ),
+            encoding="utf-8",
+        )
+        self.process = subprocess.Popen(
+            ["dovecot", "-F", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         self._wait_listening()
         return self
 
@@ -135,7 +146,8 @@ class Dovecot:
                 except OSError:
                     if time.monotonic() > deadline:
                         raise RuntimeError(
-                            f"dovecot did not listen on {port}: {self.log()}") from None
+                            f"dovecot did not listen on {port}: {self.log()}"
+                        ) from None
                     time.sleep(0.05)
 
     def stop(self) -> None:
@@ -160,8 +172,9 @@ class Dovecot:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
     def imap(self) -> imaplib.IMAP4_SSL:
-        conn = imaplib.IMAP4_SSL(self.host, self.ports["imaps"],
-                                 ssl_context=self.client_context(), timeout=10)
+        conn = imaplib.IMAP4_SSL(
+            self.host, self.ports["imaps"], ssl_context=self.client_context(), timeout=10
+        )
         conn.login(self.user, self.password)
         return conn
 
@@ -169,8 +182,9 @@ class Dovecot:
         conn = self.imap()
         try:
             for data in messages:
-                typ, detail = conn.append(folder, None, None, data.replace(b"\r\n", b"\n")
-                                          .replace(b"\n", b"\r\n"))
+                typ, detail = conn.append(
+                    folder, None, None, data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                )
                 assert typ == "OK", detail
         finally:
             conn.logout()
@@ -201,8 +215,11 @@ class Dovecot:
         conn = self.imap()
         try:
             typ, boxes = conn.list()
-            names = [b.decode().rsplit(' "." ', 1)[-1].rsplit(' "/" ', 1)[-1].strip('"')
-                     for b in boxes if isinstance(b, bytes)]
+            names = [
+                b.decode().rsplit(' "." ', 1)[-1].rsplit(' "/" ', 1)[-1].strip('"')
+                for b in boxes
+                if isinstance(b, bytes)
+            ]
             for name in names:
                 if name.upper() != "INBOX":
                     conn.delete(f'"{name}"')

@@ -45,8 +45,9 @@ def normalize_address(raw: str) -> Address:
         if not _reserved(domain):
             return Address(f"{m.group(1)}@{domain}", domain, False)
     try:
-        info = validate_email(text, check_deliverability=False, allow_smtputf8=True,
-                              test_environment=True)
+        info = validate_email(
+            text, check_deliverability=False, allow_smtputf8=True, test_environment=True
+        )
     except EmailNotValidError as exc:
         raise InvalidAddress(str(exc)) from None
     domain = (info.ascii_domain or info.domain).lower()

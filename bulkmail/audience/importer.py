@@ -72,7 +72,9 @@ def _header(path: Path, reader: Any) -> list[str]:
     try:
         header = next(reader)
     except StopIteration:
-        raise InputError(f"{path}: empty file, expected a header row with an 'email' column") from None
+        raise InputError(
+            f"{path}: empty file, expected a header row with an 'email' column"
+        ) from None
     names = [h.strip().lower() for h in header]
     if "email" not in names:
         shown = ", ".join(header[:5]) if header else "nothing"
@@ -169,19 +171,29 @@ def _write_batch(db: Database, list_id: int, batch: list[Row], result: ImportRes
         s.execute(
             stmt,
             [
-                {"email": r.email, "domain": r.domain, "name": r.name, "attributes": r.attributes,
-                 "created_at": stamp, "updated_at": stamp}
+                {
+                    "email": r.email,
+                    "domain": r.domain,
+                    "name": r.name,
+                    "attributes": r.attributes,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
                 for r in latest.values()
             ],
         )
-        ids = s.execute(
-            select(Subscriber.id).where(Subscriber.email.in_(list(latest)))
-        ).scalars().all()
+        ids = (
+            s.execute(select(Subscriber.id).where(Subscriber.email.in_(list(latest))))
+            .scalars()
+            .all()
+        )
         mstmt = insert_for(dialect, Membership.__table__).on_conflict_do_nothing()
         s.execute(
             mstmt,
-            [{"list_id": list_id, "subscriber_id": i, "status": SUBSCRIBED, "updated_at": stamp}
-             for i in ids],
+            [
+                {"list_id": list_id, "subscriber_id": i, "status": SUBSCRIBED, "updated_at": stamp}
+                for i in ids
+            ],
         )
 
 

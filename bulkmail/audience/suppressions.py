@@ -31,8 +31,17 @@ from bulkmail.db.models import Suppression
 from bulkmail.db.upsert import insert_for
 from bulkmail.errors import InputError
 
-__all__ = ["Entry", "ImportResult", "Rejection", "add_suppression", "export_csv",
-           "import_csv", "iter_suppressions", "list_suppressions", "remove_suppression"]
+__all__ = [
+    "Entry",
+    "ImportResult",
+    "Rejection",
+    "add_suppression",
+    "export_csv",
+    "import_csv",
+    "iter_suppressions",
+    "list_suppressions",
+    "remove_suppression",
+]
 
 PAGE = 1000
 BATCH = 1000
@@ -49,8 +58,12 @@ class Entry:
     created_at: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"email": self.email, "reason": self.reason, "source": self.source,
-                "created_at": iso_time(self.created_at)}
+        return {
+            "email": self.email,
+            "reason": self.reason,
+            "source": self.source,
+            "created_at": iso_time(self.created_at),
+        }
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,11 @@ class ImportResult:
     rejected: list[Rejection] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "existing": self.existing,
-                "rejected": [r.__dict__ for r in self.rejected]}
+        return {
+            "added": self.added,
+            "existing": self.existing,
+            "rejected": [r.__dict__ for r in self.rejected],
+        }
 
 
 def iso_time(stamp: float) -> str:
@@ -82,8 +98,9 @@ def _address(raw: str) -> str:
         raise InputError(f"{raw!r}: {exc}") from None
 
 
-def list_suppressions(db: Database, after: int = 0, limit: int = PAGE,
-                      source: str | None = None) -> list[Entry]:
+def list_suppressions(
+    db: Database, after: int = 0, limit: int = PAGE, source: str | None = None
+) -> list[Entry]:
     """One page: up to ``limit`` entries with id > ``after``, oldest first (keyset paging)."""
     query = select(Suppression).where(Suppression.id > after)
     if source:
@@ -93,8 +110,9 @@ def list_suppressions(db: Database, after: int = 0, limit: int = PAGE,
     return [Entry(r.id, r.email, r.reason, r.source, r.created_at) for r in rows]
 
 
-def iter_suppressions(db: Database, source: str | None = None, page: int = PAGE,
-                      after: int = 0) -> Iterator[Entry]:
+def iter_suppressions(
+    db: Database, source: str | None = None, page: int = PAGE, after: int = 0
+) -> Iterator[Entry]:
     """Every entry (with id > ``after``), oldest first, read page by page (constant memory)."""
     while True:
         entries = list_suppressions(db, after, page, source)
@@ -115,21 +133,35 @@ def _insert(db: Database, rows: list[dict[str, Any]]) -> int:
         return len(s.execute(stmt.returning(table.c.email)).all())
 
 
-def add_suppression(db: Database, email: str, reason: str = "", source: str = "manual",
-                    now: float | None = None) -> bool:
+def add_suppression(
+    db: Database, email: str, reason: str = "", source: str = "manual", now: float | None = None
+) -> bool:
     """Suppress ``email`` (normalised first); False if it was suppressed already (kept as is)."""
     address = _address(email)
     stamp = clock() if now is None else now
-    return _insert(db, [{"email": address, "reason": reason[:MAX_REASON],
-                         "source": source[:50], "created_at": stamp}]) == 1
+    return (
+        _insert(
+            db,
+            [
+                {
+                    "email": address,
+                    "reason": reason[:MAX_REASON],
+                    "source": source[:50],
+                    "created_at": stamp,
+                }
+            ],
+        )
+        == 1
+    )
 
 
 def remove_suppression(db: Database, email: str) -> bool:
     """Stop suppressing ``email``; False if it was not suppressed."""
     address = _address(email)
     with db.session() as s:
-        res = cast(CursorResult[Any],
-                   s.execute(delete(Suppression).where(Suppression.email == address)))
+        res = cast(
+            CursorResult[Any], s.execute(delete(Suppression).where(Suppression.email == address))
+        )
     return (res.rowcount or 0) > 0
 
 
@@ -147,8 +179,9 @@ def _check(fh: TextIO, where: str) -> None:
         for _ in reader:
             pass
     except UnicodeDecodeError:
-        raise InputError(f"{where}: not UTF-8 text (near line {reader.line_num + 1}); "
-                         f"save it as UTF-8 CSV") from None
+        raise InputError(
+            f"{where}: not UTF-8 text (near line {reader.line_num + 1}); save it as UTF-8 CSV"
+        ) from None
     except csv.Error as exc:
         raise InputError(f"{where}: line {reader.line_num}: not valid CSV: {exc}") from None
 
@@ -170,8 +203,9 @@ def _checked_text(path: Path | str) -> Iterator[TextIO]:
         yield fh
 
 
-def _rows(lines: Iterable[str], reason: str, source: str,
-          result: ImportResult) -> Iterator[tuple[str, str, str]]:
+def _rows(
+    lines: Iterable[str], reason: str, source: str, result: ImportResult
+) -> Iterator[tuple[str, str, str]]:
     """(email, reason, source) per usable line; rejected lines go into ``result``."""
     reader = csv.reader(lines)  # pass 1 found no decoding or CSV errors
     columns: dict[str, int] = {"email": 0, "reason": 1}
@@ -189,16 +223,25 @@ def _rows(lines: Iterable[str], reason: str, source: str,
         except InvalidAddress as exc:
             result.rejected.append(Rejection(reader.line_num, ",".join(row)[:200], str(exc)))
             continue
-        yield (address, _cell(row, columns.get("reason")) or reason,
-               _cell(row, columns.get("source")) or source)
+        yield (
+            address,
+            _cell(row, columns.get("reason")) or reason,
+            _cell(row, columns.get("source")) or source,
+        )
 
 
 def _cell(row: list[str], index: int | None) -> str:
     return row[index].strip() if index is not None and index < len(row) else ""
 
 
-def import_csv(db: Database, path: Path | str, reason: str = "", source: str = "import",
-               now: float | None = None, batch: int = BATCH) -> ImportResult:
+def import_csv(
+    db: Database,
+    path: Path | str,
+    reason: str = "",
+    source: str = "import",
+    now: float | None = None,
+    batch: int = BATCH,
+) -> ImportResult:
     """Suppress every address of a CSV file (``email[,reason]``, or a header naming columns
     email, reason, source as ``export_csv`` writes them); ``-`` reads standard input.
 
@@ -214,8 +257,12 @@ def import_csv(db: Database, path: Path | str, reason: str = "", source: str = "
             if email in pending:
                 result.existing += 1
                 continue
-            pending[email] = {"email": email, "reason": why[:MAX_REASON], "source": src[:50],
-                              "created_at": stamp}
+            pending[email] = {
+                "email": email,
+                "reason": why[:MAX_REASON],
+                "source": src[:50],
+                "created_at": stamp,
+            }
             if len(pending) >= batch:
                 _flush(db, pending, result)
         _flush(db, pending, result)

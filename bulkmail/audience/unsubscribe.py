@@ -25,8 +25,14 @@ from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
 from bulkmail.db.models import SUBSCRIBED, UNSUBSCRIBED
 
-__all__ = ["Target", "UnsubscribeOutcome", "find_target", "target_of_token", "unsubscribe",
-           "unsubscribe_token"]
+__all__ = [
+    "Target",
+    "UnsubscribeOutcome",
+    "find_target",
+    "target_of_token",
+    "unsubscribe",
+    "unsubscribe_token",
+]
 
 EVENT_KIND = "unsubscribed"
 
@@ -76,8 +82,9 @@ def _target(session: Session, campaign_id: int, subscriber_id: int) -> Target | 
     row = session.execute(_TARGET, {"cid": campaign_id, "sid": subscriber_id}).first()
     if row is None:
         return None
-    return Target(campaign_id, subscriber_id, row.email, row.list_id, row.name,
-                  row.status == SUBSCRIBED)
+    return Target(
+        campaign_id, subscriber_id, row.email, row.list_id, row.name, row.status == SUBSCRIBED
+    )
 
 
 def find_target(db: Database, campaign_id: int, subscriber_id: int) -> Target | None:
@@ -92,25 +99,48 @@ def target_of_token(db: Database, secret: bytes, token: str) -> Target | None:
     return find_target(db, *ids) if ids is not None else None
 
 
-def _unsubscribe(db: Database, campaign_id: int, subscriber_id: int, source: str,
-                 now: float | None, dedupe_key: str | None) -> UnsubscribeOutcome | None:
+def _unsubscribe(
+    db: Database,
+    campaign_id: int,
+    subscriber_id: int,
+    source: str,
+    now: float | None,
+    dedupe_key: str | None,
+) -> UnsubscribeOutcome | None:
     stamp = clock() if now is None else now
     with db.session() as s:
         target = _target(s, campaign_id, subscriber_id)
         if target is None:
             return None
-        res = cast(CursorResult[Any], s.execute(
-            _UNSUBSCRIBE, {"lid": target.list_id, "sid": subscriber_id, "now": stamp}))
+        res = cast(
+            CursorResult[Any],
+            s.execute(_UNSUBSCRIBE, {"lid": target.list_id, "sid": subscriber_id, "now": stamp}),
+        )
         changed = (res.rowcount or 0) > 0
         if changed:
-            s.execute(_EVENT, {"kind": EVENT_KIND, "cid": campaign_id, "sid": subscriber_id,
-                               "email": target.email, "source": source[:50],
-                               "key": dedupe_key[:200] if dedupe_key else None, "now": stamp})
+            s.execute(
+                _EVENT,
+                {
+                    "kind": EVENT_KIND,
+                    "cid": campaign_id,
+                    "sid": subscriber_id,
+                    "email": target.email,
+                    "source": source[:50],
+                    "key": dedupe_key[:200] if dedupe_key else None,
+                    "now": stamp,
+                },
+            )
     return UnsubscribeOutcome(target, changed)
 
 
-def unsubscribe(db: Database, campaign_id: int, subscriber_id: int, source: str,
-                now: float | None = None, dedupe_key: str | None = None) -> bool:
+def unsubscribe(
+    db: Database,
+    campaign_id: int,
+    subscriber_id: int,
+    source: str,
+    now: float | None = None,
+    dedupe_key: str | None = None,
+) -> bool:
     """Unsubscribe the subscriber from the campaign's list; True if the membership changed.
 
     The ``unsubscribed`` event (campaign, subscriber, email, ``source``, ``dedupe_key``) is
@@ -122,9 +152,14 @@ def unsubscribe(db: Database, campaign_id: int, subscriber_id: int, source: str,
     return outcome is not None and outcome.changed
 
 
-def unsubscribe_token(db: Database, secret: bytes, token: str, source: str,
-                      now: float | None = None,
-                      dedupe_key: str | None = None) -> UnsubscribeOutcome | None:
+def unsubscribe_token(
+    db: Database,
+    secret: bytes,
+    token: str,
+    source: str,
+    now: float | None = None,
+    dedupe_key: str | None = None,
+) -> UnsubscribeOutcome | None:
     """Unsubscribe whoever ``token`` names; None for a forged, truncated or unknown token."""
     ids = parse_token(secret, token)
     if ids is None:

@@ -91,8 +91,15 @@ class _Row:
     state: str
 
 
-def apply_report(db: Database, report: Report, secret: bytes, *, source: str,
-                 now: float | None = None, dry_run: bool = False) -> Outcome:
+def apply_report(
+    db: Database,
+    report: Report,
+    secret: bytes,
+    *,
+    source: str,
+    now: float | None = None,
+    dry_run: bool = False,
+) -> Outcome:
     """Write what ``report`` means (nothing when ``dry_run``) and say what it did."""
     stamp = clock() if now is None else now
     if report.error:
@@ -105,12 +112,18 @@ def apply_report(db: Database, report: Report, secret: bytes, *, source: str,
     with db.session() as s:
         anchor = _anchor(s, report, secret)
         matches = [(r, _match(s, r, anchor, len(recipients) == 1)) for r in recipients]
-        effects = [_record(s, report, r, row, how, source, stamp, dry_run)
-                   for r, (row, how) in matches if row is not None]
+        effects = [
+            _record(s, report, r, row, how, source, stamp, dry_run)
+            for r, (row, how) in matches
+            if row is not None
+        ]
     missing = [r.address or "recipient not named" for r, (row, _how) in matches if row is None]
     if not effects:
-        return Outcome(report.kind, False, note="no delivery matches (" +
-                       (", ".join(missing) or "recipient not named") + ")")
+        return Outcome(
+            report.kind,
+            False,
+            note="no delivery matches (" + (", ".join(missing) or "recipient not named") + ")",
+        )
     note = f"unmatched: {', '.join(missing)}" if missing else ""
     return Outcome(report.kind, True, tuple(effects), note)
 
@@ -157,28 +170,41 @@ def parse_message_id(secret: bytes, value: str) -> tuple[int, int] | None:
 
 def _anchor(s: Any, report: Report, secret: bytes) -> tuple[_Row, str] | None:
     for how, cid, sid in identified(report, secret):
-        row = _one(s, f"SELECT {_FIELDS} FROM deliveries WHERE campaign_id = :cid "
-                      "AND subscriber_id = :sid", cid=cid, sid=sid)
+        row = _one(
+            s,
+            f"SELECT {_FIELDS} FROM deliveries WHERE campaign_id = :cid AND subscriber_id = :sid",
+            cid=cid,
+            sid=sid,
+        )
         if row is not None:
             return row, how
     return None
 
 
-def _match(s: Any, rcpt: Recipient, anchor: tuple[_Row, str] | None,
-           single: bool) -> tuple[_Row | None, str]:
+def _match(
+    s: Any, rcpt: Recipient, anchor: tuple[_Row, str] | None, single: bool
+) -> tuple[_Row | None, str]:
     address = _normal(rcpt.address)
     if anchor is not None and (single or not address or address == anchor[0].email):
         return anchor
     if not address:
         return None, ""
     if anchor is not None:
-        row = _one(s, f"SELECT {_FIELDS} FROM deliveries WHERE campaign_id = :cid "
-                      "AND email = :email", cid=anchor[0].campaign_id, email=address)
+        row = _one(
+            s,
+            f"SELECT {_FIELDS} FROM deliveries WHERE campaign_id = :cid AND email = :email",
+            cid=anchor[0].campaign_id,
+            email=address,
+        )
         if row is not None:
             return row, "address"
-    row = _one(s, f"SELECT {_FIELDS} FROM deliveries WHERE email = :email AND state IN "
-                  f"('{SENT}', '{DEFERRED}', '{EXPIRED}', '{BOUNCED}', '{COMPLAINED}') "
-                  "ORDER BY id DESC LIMIT 1", email=address)
+    row = _one(
+        s,
+        f"SELECT {_FIELDS} FROM deliveries WHERE email = :email AND state IN "
+        f"('{SENT}', '{DEFERRED}', '{EXPIRED}', '{BOUNCED}', '{COMPLAINED}') "
+        "ORDER BY id DESC LIMIT 1",
+        email=address,
+    )
     return (row, "address") if row is not None else (None, "")
 
 
@@ -199,27 +225,61 @@ def _normal(address: str) -> str:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def _record(s: Any, report: Report, rcpt: Recipient, row: _Row, how: str, source: str,
-            now: float, dry_run: bool) -> Effect:
+def _record(
+    s: Any,
+    report: Report,
+    rcpt: Recipient,
+    row: _Row,
+    how: str,
+    source: str,
+    now: float,
+    dry_run: bool,
+) -> Effect:
     """One delivery's event, state change and suppression (skipped if recorded before)."""
     event, state, suppress, code, enhanced, detail = _decide(report, rcpt)
     key = dedupe_key(event, report.reference, row.id)
-    effect = Effect(row.email, event, row.campaign_id, row.subscriber_id, row.id, how,
-                    state, suppress, detail, recorded=not dry_run)
+    effect = Effect(
+        row.email,
+        event,
+        row.campaign_id,
+        row.subscriber_id,
+        row.id,
+        how,
+        state,
+        suppress,
+        detail,
+        recorded=not dry_run,
+    )
     seen = s.execute(text("SELECT 1 FROM events WHERE dedupe_key = :k"), {"k": key}).first()
     if seen is not None or dry_run:
         allowed = _BOUNCE_FROM if state == BOUNCED else _COMPLAIN_FROM
         will_change = seen is None and state is not None and row.state in allowed
-        return _replace(effect, state=state if will_change else None,
-                        suppressed=suppress and seen is None, recorded=False)
-    inserted = s.execute(text("""
+        return _replace(
+            effect,
+            state=state if will_change else None,
+            suppressed=suppress and seen is None,
+            recorded=False,
+        )
+    inserted = s.execute(
+        text("""
         INSERT INTO events (kind, campaign_id, delivery_id, subscriber_id, email, code,
                             enhanced, text, source, dedupe_key, created_at)
         VALUES (:kind, :cid, :did, :sid, :email, :code, :enhanced, :text, :source, :key, :now)
         ON CONFLICT (dedupe_key) DO NOTHING"""),
-        {"kind": event, "cid": row.campaign_id, "did": row.id, "sid": row.subscriber_id,
-         "email": row.email, "code": code, "enhanced": enhanced, "text": detail[:1000],
-         "source": source[:50], "key": key, "now": now})
+        {
+            "kind": event,
+            "cid": row.campaign_id,
+            "did": row.id,
+            "sid": row.subscriber_id,
+            "email": row.email,
+            "code": code,
+            "enhanced": enhanced,
+            "text": detail[:1000],
+            "source": source[:50],
+            "key": key,
+            "now": now,
+        },
+    )
     if not inserted.rowcount:  # a concurrent run recorded it a moment ago
         return _replace(effect, state=None, suppressed=False, recorded=False)
     changed = state is not None and _set_state(s, row.id, state, code, enhanced, detail, now)
@@ -229,8 +289,9 @@ def _record(s: Any, report: Report, rcpt: Recipient, row: _Row, how: str, source
     return _replace(effect, state=state if changed else None)
 
 
-def _decide(report: Report, rcpt: Recipient) -> tuple[str, str | None, bool, int | None,
-                                                      str | None, str]:
+def _decide(
+    report: Report, rcpt: Recipient
+) -> tuple[str, str | None, bool, int | None, str | None, str]:
     """(event, new state, suppress, code, enhanced, detail) for one recipient."""
     if report.kind == COMPLAINT:
         return EVENT_COMPLAINED, COMPLAINED, True, None, None, rcpt.diagnostic or "complaint"
@@ -245,17 +306,32 @@ def _decide(report: Report, rcpt: Recipient) -> tuple[str, str | None, bool, int
     return EVENT_SOFT, None, False, code, reply.enhanced, detail
 
 
-def _set_state(s: Any, delivery_id: int, state: str, code: int | None, enhanced: str | None,
-               detail: str, now: float) -> bool:
+def _set_state(
+    s: Any,
+    delivery_id: int,
+    state: str,
+    code: int | None,
+    enhanced: str | None,
+    detail: str,
+    now: float,
+) -> bool:
     allowed = _BOUNCE_FROM if state == BOUNCED else _COMPLAIN_FROM
     states = ", ".join(f"'{x}'" for x in allowed)
-    result = s.execute(text(f"""
+    result = s.execute(
+        text(f"""
         UPDATE deliveries SET state = :state, last_code = :code, last_enhanced = :enhanced,
                last_text = :text, updated_at = :now, finished_at = COALESCE(finished_at, :now),
                lease_owner = NULL, lease_until = NULL
         WHERE id = :id AND state IN ({states})"""),
-        {"state": state, "code": code, "enhanced": enhanced, "text": detail[:1000], "now": now,
-         "id": delivery_id})
+        {
+            "state": state,
+            "code": code,
+            "enhanced": enhanced,
+            "text": detail[:1000],
+            "now": now,
+            "id": delivery_id,
+        },
+    )
     return bool(result.rowcount)
 
 
@@ -272,8 +348,9 @@ def _replace(effect: Effect, **changes: Any) -> Effect:
 # -- unsubscribe requests ---------------------------------------------------------------------
 
 
-def _apply_unsubscribe(db: Database, report: Report, secret: bytes, source: str, now: float,
-                       dry_run: bool) -> Outcome:
+def _apply_unsubscribe(
+    db: Database, report: Report, secret: bytes, source: str, now: float, dry_run: bool
+) -> Outcome:
     ids = parse_token(secret, report.unsubscribe_token or "")
     if ids is None:
         return Outcome(UNSUBSCRIBE, False, note="the unsubscribe token does not verify")
@@ -284,8 +361,17 @@ def _apply_unsubscribe(db: Database, report: Report, secret: bytes, source: str,
     if not dry_run:
         key = dedupe_key(EVENT_UNSUBSCRIBED, report.reference, f"{ids[0]}-{ids[1]}")
         changed = unsubscribe(db, ids[0], ids[1], source=source, now=now, dedupe_key=key)
-    detail = f"list {target.list_name}" + ("" if target.subscribed or changed
-                                             else " (unsubscribed already)")
-    effect = Effect(target.email, EVENT_UNSUBSCRIBED, ids[0], ids[1], None, "subject",
-                    detail=detail, recorded=changed)
+    detail = f"list {target.list_name}" + (
+        "" if target.subscribed or changed else " (unsubscribed already)"
+    )
+    effect = Effect(
+        target.email,
+        EVENT_UNSUBSCRIBED,
+        ids[0],
+        ids[1],
+        None,
+        "subject",
+        detail=detail,
+        recorded=changed,
+    )
     return Outcome(UNSUBSCRIBE, True, (effect,))

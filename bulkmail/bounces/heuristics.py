@@ -22,25 +22,46 @@ Found = tuple[str, str, str, str]  # (address, action, status, diagnostic) as in
 
 _ADDRESS = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
 _ADDRESS_RE = re.compile(_ADDRESS)
-_DAEMONS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon",
-                      "mail.daemon", "mdaemon", "maildaemon", "double-bounce"})
+_DAEMONS = frozenset(
+    {
+        "mailer-daemon",
+        "postmaster",
+        "mail-daemon",
+        "mailerdaemon",
+        "mail.daemon",
+        "mdaemon",
+        "maildaemon",
+        "double-bounce",
+    }
+)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|delivery (?:status notification|failure|has failed|problem)"
     r"|failure notice|returned mail|mail delivery failed|could not be delivered"
     r"|non[- ]?deliver|delivery notification|warning: could not send|delayed mail"
-    r"|mail system error", re.IGNORECASE)
+    r"|mail system error",
+    re.IGNORECASE,
+)
 # Where the returned copy of the message starts: nothing after it describes the failure.
 _RETURNED = re.compile(
     r"^[ \t]*(?:-{2,}[^\n]*(?:copy of|original message|returned message|unsent message"
     r"|message follows|headers follow)[^\n]*|(?:the )?original message (?:headers|follows):?)"
-    r"[ \t]*$", re.IGNORECASE | re.MULTILINE)
+    r"[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 # Replies without an enhanced code whose words say more than the classifier's word lists.
 _KNOWN_PHRASES = (
-    (re.compile(r"unrouteable address|domain (?:name )?not found|host unknown", re.IGNORECASE),
-     "5.1.2"),
-    (re.compile(r"(?:doesn't|does not) have an? [\w.-]+ account|no mailbox here|"
-                r"(?:account|mailbox) (?:has been )?(?:disabled|deactivated|closed)",
-                re.IGNORECASE), "5.1.1"),
+    (
+        re.compile(r"unrouteable address|domain (?:name )?not found|host unknown", re.IGNORECASE),
+        "5.1.2",
+    ),
+    (
+        re.compile(
+            r"(?:doesn't|does not) have an? [\w.-]+ account|no mailbox here|"
+            r"(?:account|mailbox) (?:has been )?(?:disabled|deactivated|closed)",
+            re.IGNORECASE,
+        ),
+        "5.1.1",
+    ),
 )
 _FAILED_SHAPES = (
     re.compile(rf"^[ \t]*<({_ADDRESS})>:?", re.MULTILINE),  # qmail, Postfix, Yahoo
@@ -50,23 +71,35 @@ _FAILED_SHAPES = (
     re.compile(rf"(?:delivered|delivery) to:?\s+<?({_ADDRESS})>?", re.IGNORECASE),
 )
 _SMTP_REPLY = re.compile(
-    r"(?<![\w.#-])([45][0-5]\d)(?:[ -]|:\s|\s*#)(?:\s*#?([245]\.\d{1,3}\.\d{1,3})(?![\d.]\d))?")
+    r"(?<![\w.#-])([45][0-5]\d)(?:[ -]|:\s|\s*#)(?:\s*#?([245]\.\d{1,3}\.\d{1,3})(?![\d.]\d))?"
+)
 _ENHANCED = re.compile(r"(?<![\w.])#?([45]\.\d{1,3}\.\d{1,3})(?![\w.]\w)")
 _DELAY_WORDS = re.compile(
     r"not yet been delivered|warning message only|do not need to resend|will (?:continue to )?"
     r"(?:be )?retr|still (?:being )?tr(?:ying|ied)|delivery (?:is |has been )?delayed"
-    r"|will keep trying|has been delayed", re.IGNORECASE)
+    r"|will keep trying|has been delayed",
+    re.IGNORECASE,
+)
 _PERMANENT_WORDS = re.compile(
     r"permanent(?:ly)?|fatal error|could not be delivered|was not delivered|undeliverable"
     r"|gave up|giving up|delivery has failed|unable to deliver|did not reach|cannot be reached"
-    r"|address(?:es)?\W+failed|failed:", re.IGNORECASE)
+    r"|address(?:es)?\W+failed|failed:",
+    re.IGNORECASE,
+)
 _AUTOREPLY_SUBJECT = re.compile(
     r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|autoreply|auto:"
     r"|out of (?:the )?office|ooo\b|on vacation|vacation|away from (?:my|the) (?:mail|office)"
     r"|abwesenheit|r[ée]ponse automatique|absence|respuesta autom[áa]tica|risposta automatica"
-    r"|i am (?:currently )?(?:out|away))", re.IGNORECASE)
-_AUTOREPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-reply",
-                      "x-vacation")
+    r"|i am (?:currently )?(?:out|away))",
+    re.IGNORECASE,
+)
+_AUTOREPLY_HEADERS = (
+    "x-autoreply",
+    "x-autorespond",
+    "x-autoresponder",
+    "x-auto-reply",
+    "x-vacation",
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +186,7 @@ def part_text(part: Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown charset, or a name codecs cannot even look up
         return payload.decode("utf-8", "replace")
 
 
@@ -179,7 +212,7 @@ def _line_from(text: str, start: int) -> str:
     end = text.find("\n", start)
     end = len(text) if end < 0 else end
     line = text[start:end]
-    after = text[end + 1: text.find("\n", end + 1) if text.find("\n", end + 1) > 0 else None]
+    after = text[end + 1 : text.find("\n", end + 1) if text.find("\n", end + 1) > 0 else None]
     if after[:1] in (" ", "\t") and after.strip() and not _ADDRESS_RE.match(after.strip()):
         line += " " + after.strip()
     return line
@@ -193,8 +226,13 @@ def _candidates(msg: Message, text: str, failed_header: str, sender: str) -> lis
     ours = {first_address(str(v)) for v in msg.get_all("To", []) + msg.get_all("Delivered-To", [])}
     keep = []
     for address in dict.fromkeys(a.strip(".") for a in found):
-        if address in ours or address == sender or is_daemon(address) or "+" in address and \
-                re.search(r"\+[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16}@", address):
+        if (
+            address in ours
+            or address == sender
+            or is_daemon(address)
+            or "+" in address
+            and re.search(r"\+[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16}@", address)
+        ):
             continue
         keep.append(address)
     return keep
@@ -221,7 +259,7 @@ def _flufl_addresses(msg: Message) -> list[str]:
 def _recipient(address: str, text: str) -> Found:
     lower = text.lower()
     at = lower.find(address)
-    window = text[at: at + 800] if at >= 0 else ""
+    window = text[at : at + 800] if at >= 0 else ""
     status, diagnostic = find_reply(window)
     if not status:
         status, diagnostic = find_reply(text)

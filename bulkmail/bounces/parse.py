@@ -42,13 +42,24 @@ COMPLAINT_TYPES = frozenset({"abuse", "fraud"})
 TOKEN = r"[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16}"
 _VERP_RE = re.compile(rf"\+({TOKEN})@", re.IGNORECASE)
 _UNSUBSCRIBE_RE = re.compile(rf"\bunsubscribe-({TOKEN})\b", re.IGNORECASE)
-_HEADER_TOKEN_RE = re.compile(rf"^[ \t>]*X-Bulkmail-Delivery:[ \t]*({TOKEN})\b",
-                              re.IGNORECASE | re.MULTILINE)
-_MESSAGE_ID_RE = re.compile(r"^[ \t>]*Message-ID:\s*(<[^<>\s]{3,250}>)",
-                            re.IGNORECASE | re.MULTILINE)
+_HEADER_TOKEN_RE = re.compile(
+    rf"^[ \t>]*X-Bulkmail-Delivery:[ \t]*({TOKEN})\b", re.IGNORECASE | re.MULTILINE
+)
+_MESSAGE_ID_RE = re.compile(
+    r"^[ \t>]*Message-ID:\s*(<[^<>\s]{3,250}>)", re.IGNORECASE | re.MULTILINE
+)
 _RETURN_PATH_RE = re.compile(r"^[ \t>]*Return-Path:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
-_ENVELOPE_HEADERS = ("to", "cc", "delivered-to", "x-original-to", "envelope-to", "x-envelope-to",
-                     "original-recipient", "x-original-recipient", "resent-to")
+_ENVELOPE_HEADERS = (
+    "to",
+    "cc",
+    "delivered-to",
+    "x-original-to",
+    "envelope-to",
+    "x-envelope-to",
+    "original-recipient",
+    "x-original-recipient",
+    "resent-to",
+)
 _REPORT_PARTS = ("message/delivery-status", "message/global-delivery-status")
 _FEEDBACK_PART = "message/feedback-report"
 
@@ -112,8 +123,12 @@ def _parse(msg: Message) -> Report:
         return _delivery_status(status_part, base)
     match = _UNSUBSCRIBE_RE.search(base.subject)
     if match is not None:
-        return replace(base, kind=UNSUBSCRIBE, unsubscribe_token=match.group(1).lower(),
-                       notes=("subject names an unsubscribe token",))
+        return replace(
+            base,
+            kind=UNSUBSCRIBE,
+            unsubscribe_token=match.group(1).lower(),
+            notes=("subject names an unsubscribe token",),
+        )
     text_bounce = heuristics.text_bounce(msg, base.subject, base.sender)
     if text_bounce is not None:
         found, note = text_bounce
@@ -137,8 +152,14 @@ def _delivery_status(part: Message, base: Report) -> Report:
             continue
         address = _typed_address(block.get("final-recipient") or block.get("original-recipient"))
         status = (block.get("status", "").split() or [""])[0]
-        recipients.append(Recipient(address, block.get("action", "").strip().lower(),
-                                    status, _collapse(block.get("diagnostic-code", ""))))
+        recipients.append(
+            Recipient(
+                address,
+                block.get("action", "").strip().lower(),
+                status,
+                _collapse(block.get("diagnostic-code", "")),
+            )
+        )
     envelope = [_VERP_RE.findall(b.get("original-recipient", "")) for b in blocks]
     tokens = _dedupe([*base.verp_tokens, *(t.lower() for found in envelope for t in found)])
     actions = {r.action for r in recipients}
@@ -149,8 +170,7 @@ def _delivery_status(part: Message, base: Report) -> Report:
     else:
         kind = UNKNOWN
     note = f"delivery-status report, actions: {', '.join(sorted(actions)) or 'none'}"
-    return replace(base, kind=kind, recipients=tuple(recipients), verp_tokens=tokens,
-                   notes=(note,))
+    return replace(base, kind=kind, recipients=tuple(recipients), verp_tokens=tokens, notes=(note,))
 
 
 # -- RFC 5965 feedback reports (complaints) -------------------------------------------------
@@ -164,15 +184,24 @@ def _complaint(msg: Message, part: Message | None, base: Report) -> Report:
     address = heuristics.first_address(fields.get("original-rcpt-to", ""))
     if not address:
         address = heuristics.first_address(_inner_header(msg, "to"))
-    tokens = _dedupe([*base.verp_tokens,
-                      *(t.lower() for t in _VERP_RE.findall(fields.get("original-mail-from", "")))])
+    tokens = _dedupe(
+        [
+            *base.verp_tokens,
+            *(t.lower() for t in _VERP_RE.findall(fields.get("original-mail-from", ""))),
+        ]
+    )
     kind = COMPLAINT if feedback_type in COMPLAINT_TYPES else UNKNOWN
     detail = f"feedback-type: {feedback_type or '?'}"
     if fields.get("user-agent"):
         detail += f"; user-agent: {_collapse(fields['user-agent'])}"
-    return replace(base, kind=kind, feedback_type=feedback_type, verp_tokens=tokens,
-                   recipients=(Recipient(address, "", "", detail),),
-                   notes=(f"feedback report ({detail})",))
+    return replace(
+        base,
+        kind=kind,
+        feedback_type=feedback_type,
+        verp_tokens=tokens,
+        recipients=(Recipient(address, "", "", detail),),
+        notes=(f"feedback report ({detail})",),
+    )
 
 
 # -- MIME helpers ---------------------------------------------------------------------------
@@ -276,7 +305,7 @@ def _verp_tokens(msg: Message, inner: str) -> tuple[str, ...]:
 
 
 def _typed_address(value: str | None) -> str:
-    """"rfc822; <User@Example.com>" -> "user@example.com"."""
+    """ "rfc822; <User@Example.com>" -> "user@example.com"."""
     if not value:
         return ""
     _kind, sep, rest = value.partition(";")

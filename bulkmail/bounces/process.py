@@ -52,9 +52,15 @@ class MessageResult:
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, "kind": self.kind, "subject": self.subject,
-                "processed": self.processed, "removed": self.removed,
-                "effects": [e.as_dict() for e in self.effects], "note": self.note}
+        return {
+            "ref": self.ref,
+            "kind": self.kind,
+            "subject": self.subject,
+            "processed": self.processed,
+            "removed": self.removed,
+            "effects": [e.as_dict() for e in self.effects],
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -67,38 +73,58 @@ class RunReport:
 
     def counts(self) -> dict[str, int]:
         kinds = Counter(m.kind for m in self.messages)
-        out = {"messages": len(self.messages),
-               "processed": sum(m.processed for m in self.messages),
-               "left": sum(not m.processed for m in self.messages),
-               "removed": sum(m.removed for m in self.messages)}
+        out = {
+            "messages": len(self.messages),
+            "processed": sum(m.processed for m in self.messages),
+            "left": sum(not m.processed for m in self.messages),
+            "removed": sum(m.removed for m in self.messages),
+        }
         out.update({f"kind_{k}": n for k, n in sorted(kinds.items())})
         events = Counter(e.event for m in self.messages for e in m.effects if e.recorded)
         out.update({f"recorded_{k}": n for k, n in sorted(events.items())})
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "dry_run": self.dry_run, "counts": self.counts(),
-                "messages": [m.as_dict() for m in self.messages]}
+        return {
+            "source": self.source,
+            "dry_run": self.dry_run,
+            "counts": self.counts(),
+            "messages": [m.as_dict() for m in self.messages],
+        }
 
 
-def import_files(settings: Settings, db: Database, paths: Sequence[Path], *,
-                 dry_run: bool = False, now: float | None = None) -> RunReport:
+def import_files(
+    settings: Settings,
+    db: Database,
+    paths: Sequence[Path],
+    *,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> RunReport:
     """Process the messages in ``paths`` (single messages or mbox files). Files stay as they are."""
     report = RunReport("files", dry_run)
     run(db, settings.secret(), read_files(paths), report, source="file", now=now)
     return report
 
 
-def fetch_mailbox(settings: Settings, db: Database, *, dry_run: bool = False,
-                  now: float | None = None) -> RunReport:
+def fetch_mailbox(
+    settings: Settings, db: Database, *, dry_run: bool = False, now: float | None = None
+) -> RunReport:
     """Process the ``[bounces]`` mailbox; recognised messages are moved (IMAP) or deleted (POP3)."""
     cfg = mailbox_config(settings)
     secret = settings.secret()
     report = RunReport(cfg.address, dry_run)
     box = open_mailbox(cfg)
     try:
-        run(db, secret, box.messages(), report, source=cfg.protocol,
-            remove=None if dry_run else box.remove, now=now)
+        run(
+            db,
+            secret,
+            box.messages(),
+            report,
+            source=cfg.protocol,
+            remove=None if dry_run else box.remove,
+            now=now,
+        )
     except BaseException:
         box.abandon()
         raise
@@ -106,16 +132,24 @@ def fetch_mailbox(settings: Settings, db: Database, *, dry_run: bool = False,
     return report
 
 
-def run(db: Database, secret: bytes, items: Iterable[Fetched], report: RunReport, *,
-        source: str, remove: Callable[[Fetched], None] | None = None,
-        now: float | None = None) -> None:
+def run(
+    db: Database,
+    secret: bytes,
+    items: Iterable[Fetched],
+    report: RunReport,
+    *,
+    source: str,
+    remove: Callable[[Fetched], None] | None = None,
+    now: float | None = None,
+) -> None:
     """Parse and apply every message of ``items``, appending to ``report``."""
     for item in items:
         stamp = clock() if now is None else now
         parsed = parse_report(item.data)
         try:
-            outcome = apply_report(db, parsed, secret, source=source, now=stamp,
-                                   dry_run=report.dry_run)
+            outcome = apply_report(
+                db, parsed, secret, source=source, now=stamp, dry_run=report.dry_run
+            )
         except BulkmailError:
             raise
         except Exception as exc:  # noqa: BLE001 - one odd message must not stop the run
@@ -125,9 +159,17 @@ def run(db: Database, secret: bytes, items: Iterable[Fetched], report: RunReport
         if outcome.processed and remove is not None:
             remove(item)
             removed = True
-        report.messages.append(MessageResult(item.ref, parsed.kind, parsed.subject[:200],
-                                             outcome.processed, removed, outcome.effects,
-                                             outcome.note))
+        report.messages.append(
+            MessageResult(
+                item.ref,
+                parsed.kind,
+                parsed.subject[:200],
+                outcome.processed,
+                removed,
+                outcome.effects,
+                outcome.note,
+            )
+        )
 
 
 def mailbox_config(settings: Settings) -> MailboxConfig:
@@ -140,14 +182,30 @@ def mailbox_config(settings: Settings) -> MailboxConfig:
         raise ConfigError(f"{where}.username: required for 'bounces fetch'")
     password = os.environ.get(b.password_env, "")
     if not password:
-        raise ConfigError(f"{where}.password_env: environment variable {b.password_env} "
-                          "is not set (the bounce mailbox password)")
-    if b.security == "none" and b.host not in ("localhost", "::1") and \
-            not b.host.startswith("127."):
-        raise ConfigError(f"{where}.security: \"none\" sends the password in clear; it is "
-                          f"allowed for loopback test servers only, not {b.host!r}")
+        raise ConfigError(
+            f"{where}.password_env: environment variable {b.password_env} "
+            "is not set (the bounce mailbox password)"
+        )
+    if (
+        b.security == "none"
+        and b.host not in ("localhost", "::1")
+        and not b.host.startswith("127.")
+    ):
+        raise ConfigError(
+            f'{where}.security: "none" sends the password in clear; it is '
+            f"allowed for loopback test servers only, not {b.host!r}"
+        )
     ca_file = settings.path(b.ca_file) if b.ca_file else None
     if ca_file is not None and not ca_file.is_file():
         raise ConfigError(f"{where}.ca_file: {ca_file} does not exist")
-    return MailboxConfig(b.protocol, b.host, b.port, b.security, b.username, password,
-                         b.mailbox, b.processed_folder, ca_file)
+    return MailboxConfig(
+        b.protocol,
+        b.host,
+        b.port,
+        b.security,
+        b.username,
+        password,
+        b.mailbox,
+        b.processed_folder,
+        ca_file,
+    )

@@ -25,8 +25,14 @@ from typing import Protocol
 
 from bulkmail.errors import BulkmailError, InputError
 
-DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
-                 ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
+DEFAULT_PORTS = {
+    ("imap", "tls"): 993,
+    ("imap", "starttls"): 143,
+    ("imap", "none"): 143,
+    ("pop3", "tls"): 995,
+    ("pop3", "starttls"): 110,
+    ("pop3", "none"): 110,
+}
 
 
 class MailboxError(BulkmailError):
@@ -158,7 +164,8 @@ class ImapMailbox:
         with mailbox_errors(cfg.address):
             if cfg.security == "tls":
                 conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-                    cfg.host, port, ssl_context=tls_context(cfg.ca_file), timeout=cfg.timeout)
+                    cfg.host, port, ssl_context=tls_context(cfg.ca_file), timeout=cfg.timeout
+                )
             else:
                 conn = imaplib.IMAP4(cfg.host, port, timeout=cfg.timeout)
                 if cfg.security == "starttls":
@@ -166,12 +173,14 @@ class ImapMailbox:
             try:
                 conn.login(cfg.username, cfg.password)
             except imaplib.IMAP4.error as exc:
-                raise MailboxError(f"{cfg.address}: login as {cfg.username!r} refused: "
-                                   f"{_text(exc)}") from None
+                raise MailboxError(
+                    f"{cfg.address}: login as {cfg.username!r} refused: {_text(exc)}"
+                ) from None
             typ, data = conn.select(_quote(cfg.mailbox))
             if typ != "OK":
-                raise MailboxError(f"{cfg.address}: cannot open folder {cfg.mailbox!r}: "
-                                   f"{_text(Exception(*data))}")
+                raise MailboxError(
+                    f"{cfg.address}: cannot open folder {cfg.mailbox!r}: {_text(Exception(*data))}"
+                )
         return cls(conn, cfg)
 
     def messages(self) -> Iterator[Fetched]:
@@ -193,8 +202,9 @@ class ImapMailbox:
                 self._ok(self.conn.uid("MOVE", item.key, folder), f"move {item.ref}")
                 return
             self._ok(self.conn.uid("COPY", item.key, folder), f"copy {item.ref}")
-            self._ok(self.conn.uid("STORE", item.key, "+FLAGS.SILENT", r"(\Deleted)"),
-                     f"flag {item.ref}")
+            self._ok(
+                self.conn.uid("STORE", item.key, "+FLAGS.SILENT", r"(\Deleted)"), f"flag {item.ref}"
+            )
             if self.uidplus:  # expunge only this message, never one a person flagged
                 self._ok(self.conn.uid("EXPUNGE", item.key), f"expunge {item.ref}")
 
@@ -203,8 +213,10 @@ class ImapMailbox:
             return
         typ, data = self.conn.list('""', _quote(self.cfg.processed_folder))
         if not (typ == "OK" and data and data[0]):
-            self._ok(self.conn.create(_quote(self.cfg.processed_folder)),
-                     f"create folder {self.cfg.processed_folder!r}")
+            self._ok(
+                self.conn.create(_quote(self.cfg.processed_folder)),
+                f"create folder {self.cfg.processed_folder!r}",
+            )
         self._folder_ready = True
 
     def _ok(self, response: tuple[str, list[object]], what: str) -> None:
@@ -236,8 +248,9 @@ class Pop3Mailbox:
         port = cfg.port or DEFAULT_PORTS["pop3", cfg.security]
         with mailbox_errors(cfg.address):
             if cfg.security == "tls":
-                conn: poplib.POP3 = poplib.POP3_SSL(cfg.host, port, timeout=cfg.timeout,
-                                                    context=tls_context(cfg.ca_file))
+                conn: poplib.POP3 = poplib.POP3_SSL(
+                    cfg.host, port, timeout=cfg.timeout, context=tls_context(cfg.ca_file)
+                )
             else:
                 conn = poplib.POP3(cfg.host, port, timeout=cfg.timeout)
                 if cfg.security == "starttls":
@@ -246,8 +259,9 @@ class Pop3Mailbox:
                 conn.user(cfg.username)
                 conn.pass_(cfg.password)
             except poplib.error_proto as exc:
-                raise MailboxError(f"{cfg.address}: login as {cfg.username!r} refused: "
-                                   f"{_text(exc)}") from None
+                raise MailboxError(
+                    f"{cfg.address}: login as {cfg.username!r} refused: {_text(exc)}"
+                ) from None
         return cls(conn, cfg)
 
     def messages(self) -> Iterator[Fetched]:
@@ -257,8 +271,9 @@ class Pop3Mailbox:
             number, _, uidl = line.decode("ascii", "replace").partition(" ")
             with mailbox_errors(self.where):
                 _resp, lines, _octets = self.conn.retr(int(number))
-            yield Fetched(f"pop3 message {number} (uidl {uidl})", b"\r\n".join(lines) + b"\r\n",
-                          number)
+            yield Fetched(
+                f"pop3 message {number} (uidl {uidl})", b"\r\n".join(lines) + b"\r\n", number
+            )
 
     def remove(self, item: Fetched) -> None:
         with mailbox_errors(self.where):

@@ -22,8 +22,14 @@ def init(app: App) -> None:
 
 
 @click.command()
-@click.option("--out", "out_dir", default="demo-out", show_default=True, metavar="DIR",
-              help="Folder for the demo database, config and delivered .eml files.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    show_default=True,
+    metavar="DIR",
+    help="Folder for the demo database, config and delivered .eml files.",
+)
 def demo(out_dir: str) -> None:
     """Run a whole campaign on this machine, with local servers standing in for the world.
 

@@ -78,8 +78,9 @@ def subscribers_import(app: App, list_name: str, file: Path, as_json: bool) -> N
     if as_json:
         echo_json(result.as_dict())
         return
-    click.echo(f"imported {result.imported}, updated {result.updated}, "
-               f"rejected {len(result.rejected)}")
+    click.echo(
+        f"imported {result.imported}, updated {result.updated}, rejected {len(result.rejected)}"
+    )
     for r in result.rejected[:50]:
         click.echo(f"  line {r.line}: {r.email!r}: {r.reason}", err=True)
     if len(result.rejected) > 50:

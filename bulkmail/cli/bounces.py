@@ -11,8 +11,10 @@ from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option
 
 dry_run_option = click.option(
-    "--dry-run", is_flag=True,
-    help="Report what would happen; write nothing, move or delete nothing.")
+    "--dry-run",
+    is_flag=True,
+    help="Report what would happen; write nothing, move or delete nothing.",
+)
 
 
 @click.group()
@@ -67,9 +69,10 @@ def _show(report: RunReport, as_json: bool) -> None:
         click.echo(_line(message, report.dry_run))
     c = report.counts()
     verb = "would process" if report.dry_run else "processed"
-    click.echo(f"{report.source}: {c['messages']} messages, {verb} {c['processed']}, "
-               f"left {c['left']} in place" + ("" if report.dry_run else
-                                                f", removed {c['removed']}"))
+    click.echo(
+        f"{report.source}: {c['messages']} messages, {verb} {c['processed']}, "
+        f"left {c['left']} in place" + ("" if report.dry_run else f", removed {c['removed']}")
+    )
     if report.dry_run:
         click.echo("dry run: nothing was written, moved or deleted")
 

@@ -21,15 +21,32 @@ def campaigns() -> None:
 @click.option("--list", "list_name", required=True, help="The list to send to.")
 @click.option("--subject", required=True, help="Subject line (a Jinja2 template).")
 @click.option("--from", "from_header", required=True, help='"Name <address@domain>".')
-@click.option("--template", required=True,
-              help="A template folder (body.html and/or body.txt) or a bundled name.")
+@click.option(
+    "--template",
+    required=True,
+    help="A template folder (body.html and/or body.txt) or a bundled name.",
+)
 @click.option("--reply-to", default=None, help="Optional Reply-To address.")
-@click.option("--at", "at", default=None, metavar="WHEN",
-              help="Schedule it: ISO 8601 with an offset, or a local time in [schedule] timezone.")
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    metavar="WHEN",
+    help="Schedule it: ISO 8601 with an offset, or a local time in [schedule] timezone.",
+)
 @json_option
 @pass_app
-def create(app: App, name: str, list_name: str, subject: str, from_header: str,
-           template: str, reply_to: str | None, at: str | None, as_json: bool) -> None:
+def create(
+    app: App,
+    name: str,
+    list_name: str,
+    subject: str,
+    from_header: str,
+    template: str,
+    reply_to: str | None,
+    at: str | None,
+    as_json: bool,
+) -> None:
     """Create a campaign; its template is checked now, not during the send.
 
     \b
@@ -38,9 +55,17 @@ def create(app: App, name: str, list_name: str, subject: str, from_header: str,
         --subject "News for {{ subscriber.name or 'you' }}" \\
         --from "Example News <news@example.com>" --template newsletter --json
     """
-    c = lib.create_campaign(app.ready_db(), app.settings, name=name, list_name=list_name,
-                            subject=subject, from_header=from_header, template=template,
-                            reply_to=reply_to, at=at)
+    c = lib.create_campaign(
+        app.ready_db(),
+        app.settings,
+        name=name,
+        list_name=list_name,
+        subject=subject,
+        from_header=from_header,
+        template=template,
+        reply_to=reply_to,
+        at=at,
+    )
     if as_json:
         echo_json({"id": c.id})
     else:
@@ -64,9 +89,11 @@ def list_(app: App, as_json: bool) -> None:
         return
     for r in rows:
         done = r["sent"] + r["bounced"] + r["expired"] + r["failed"] + r["skipped"]
-        click.echo(f"{r['id']:>4}  {r['name'][:30]:<30} {r['state']:<10} "
-                   f"{done}/{r['total']} done, {r['sent']} sent, {r['deferred']} deferred, "
-                   f"{r['bounced']} bounced")
+        click.echo(
+            f"{r['id']:>4}  {r['name'][:30]:<30} {r['state']:<10} "
+            f"{done}/{r['total']} done, {r['sent']} sent, {r['deferred']} deferred, "
+            f"{r['bounced']} bounced"
+        )
 
 
 @campaigns.command("show")
@@ -83,10 +110,19 @@ def show(app: App, campaign_id: int, as_json: bool) -> None:
     db = app.ready_db()
     c = lib.get_campaign(db, campaign_id)
     data = {
-        "id": c.id, "name": c.name, "state": c.state, "subject": c.subject,
-        "from": c.from_header, "reply_to": c.reply_to, "template": c.template,
-        "list_id": c.list_id, "scheduled_at": c.scheduled_at, "created_at": c.created_at,
-        "started_at": c.started_at, "finished_at": c.finished_at, "reason": c.state_reason,
+        "id": c.id,
+        "name": c.name,
+        "state": c.state,
+        "subject": c.subject,
+        "from": c.from_header,
+        "reply_to": c.reply_to,
+        "template": c.template,
+        "list_id": c.list_id,
+        "scheduled_at": c.scheduled_at,
+        "created_at": c.created_at,
+        "started_at": c.started_at,
+        "finished_at": c.finished_at,
+        "reason": c.state_reason,
         "counts": lib.state_counts(db, c.id),
     }
     if as_json:
@@ -118,10 +154,18 @@ def preview(app: App, campaign_id: int, to: str) -> None:
 
 @campaigns.command("send")
 @click.argument("campaign_id", type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Processes to send with (use every core).")
-@click.option("--wait", is_flag=True,
-              help="Keep going, honouring retry intervals, until every delivery is final.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes to send with (use every core).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Keep going, honouring retry intervals, until every delivery is final.",
+)
 @json_option
 @pass_app
 def send(app: App, campaign_id: int, workers: int, wait: bool, as_json: bool) -> None:
@@ -141,18 +185,34 @@ def send(app: App, campaign_id: int, workers: int, wait: bool, as_json: bool) ->
     db = app.ready_db()
     lib.get_campaign(db, campaign_id)
     with ProgressView(campaign_id, enabled=not as_json) as view:
-        report = send_campaign(app.settings, db, campaign_id, workers=workers, wait=wait,
-                               config_path=app.config_path, progress=view)
+        report = send_campaign(
+            app.settings,
+            db,
+            campaign_id,
+            workers=workers,
+            wait=wait,
+            config_path=app.config_path,
+            progress=view,
+        )
     counts = {k: v for k, v in report.counts.items()}
     if as_json:
-        echo_json({"id": campaign_id, "state": report.state, "total": sum(counts.values()),
-                   **counts, "seconds": round(report.seconds, 3),
-                   "interrupted": report.interrupted})
+        echo_json(
+            {
+                "id": campaign_id,
+                "state": report.state,
+                "total": sum(counts.values()),
+                **counts,
+                "seconds": round(report.seconds, 3),
+                "interrupted": report.interrupted,
+            }
+        )
         return
     total = sum(counts.values())
-    click.echo(f"campaign {campaign_id}: {report.state}"
-               f"{' (interrupted)' if report.interrupted else ''}, {total} deliveries "
-               f"in {report.seconds:.1f}s")
+    click.echo(
+        f"campaign {campaign_id}: {report.state}"
+        f"{' (interrupted)' if report.interrupted else ''}, {total} deliveries "
+        f"in {report.seconds:.1f}s"
+    )
     for state, n in counts.items():
         if n:
             click.echo(f"  {state:<10} {n:>9}")
@@ -173,24 +233,38 @@ def status(app: App, campaign_id: int, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    click.echo(f"campaign {data['id']} {data['name']!r}: {data['state']}, {data['total']} deliveries")
+    click.echo(
+        f"campaign {data['id']} {data['name']!r}: {data['state']}, {data['total']} deliveries"
+    )
     click.echo("  " + ", ".join(f"{k} {data[k]}" for k in list(data)[4:]))
 
 
 def _state_line(c: object, as_json: bool, extra: dict[str, object] | None = None) -> None:
-    data = {"id": c.id, "state": c.state, "scheduled_at": c.scheduled_at,  # type: ignore[attr-defined]
-            "reason": c.state_reason, **(extra or {})}  # type: ignore[attr-defined]
+    data = {
+        "id": c.id,
+        "state": c.state,
+        "scheduled_at": c.scheduled_at,  # type: ignore[attr-defined]
+        "reason": c.state_reason,
+        **(extra or {}),
+    }  # type: ignore[attr-defined]
     if as_json:
         echo_json(data)
     else:
-        click.echo(f"campaign {data['id']}: {data['state']}"
-                   + "".join(f", {k} {v}" for k, v in (extra or {}).items()))
+        click.echo(
+            f"campaign {data['id']}: {data['state']}"
+            + "".join(f", {k} {v}" for k, v in (extra or {}).items())
+        )
 
 
 @campaigns.command("schedule")
 @click.argument("campaign_id", type=int)
-@click.option("--at", "at", required=True, metavar="WHEN",
-              help="ISO 8601 with an offset, or a local time in [schedule] timezone.")
+@click.option(
+    "--at",
+    "at",
+    required=True,
+    metavar="WHEN",
+    help="ISO 8601 with an offset, or a local time in [schedule] timezone.",
+)
 @json_option
 @pass_app
 def schedule_(app: App, campaign_id: int, at: str, as_json: bool) -> None:

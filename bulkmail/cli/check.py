@@ -15,17 +15,38 @@ from bulkmail.readiness.report import render, report_json
 
 
 @click.command("check")
-@click.option("--ip", "ips", multiple=True, metavar="IP",
-              help="A sending IP to check (repeatable; adds to [check] ips).")
-@click.option("--campaign", "campaign_id", type=int, default=None, metavar="ID",
-              help="Check this campaign's From domain (default: the DKIM domain).")
-@click.option("--probe", metavar="HOST[:PORT]", default=None,
-              help="Also open a session to this MX host: STARTTLS and its certificate.")
+@click.option(
+    "--ip",
+    "ips",
+    multiple=True,
+    metavar="IP",
+    help="A sending IP to check (repeatable; adds to [check] ips).",
+)
+@click.option(
+    "--campaign",
+    "campaign_id",
+    type=int,
+    default=None,
+    metavar="ID",
+    help="Check this campaign's From domain (default: the DKIM domain).",
+)
+@click.option(
+    "--probe",
+    metavar="HOST[:PORT]",
+    default=None,
+    help="Also open a session to this MX host: STARTTLS and its certificate.",
+)
 @json_option
 @pass_app
 @click.pass_context
-def check(ctx: click.Context, app: App, ips: tuple[str, ...], campaign_id: int | None,
-          probe: str | None, as_json: bool) -> None:
+def check(
+    ctx: click.Context,
+    app: App,
+    ips: tuple[str, ...],
+    campaign_id: int | None,
+    probe: str | None,
+    as_json: bool,
+) -> None:
     """Will mailbox providers accept our mail? PTR, SPF, DKIM, DMARC, MX, blocklists, TLS.
 
     Exit code 0 when nothing fails, 1 when a check fails, 2 on a config error.
@@ -59,15 +80,27 @@ def dkim() -> None:
 @dkim.command("keygen")
 @click.option("--domain", required=True, help="The signing domain (d=).")
 @click.option("--selector", required=True, help="The selector (s=), e.g. 2025a.")
-@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa",
-              show_default=True, help="Key type (sign with both: one key of each).")
+@click.option(
+    "--algorithm",
+    type=click.Choice(["rsa", "ed25519"]),
+    default="rsa",
+    show_default=True,
+    help="Key type (sign with both: one key of each).",
+)
 @click.option("--bits", type=int, default=2048, show_default=True, help="RSA key size.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("."), show_default=True, help="Folder for the private key.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the private key.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
 @json_option
-def keygen(domain: str, selector: str, algorithm: str, bits: int, out_dir: Path, force: bool,
-           as_json: bool) -> None:
+def keygen(
+    domain: str, selector: str, algorithm: str, bits: int, out_dir: Path, force: bool, as_json: bool
+) -> None:
     """Write a new private key (mode 0600) and print the TXT record to publish.
 
     \b
@@ -75,8 +108,9 @@ def keygen(domain: str, selector: str, algorithm: str, bits: int, out_dir: Path,
       bulkmail dkim keygen --domain example.com --selector 2025a --out keys
       bulkmail dkim keygen --domain example.com --selector 2025e --algorithm ed25519 --out keys
     """
-    key = generate_dkim_key(domain, selector, algorithm=algorithm, bits=bits, out_dir=out_dir,
-                            force=force)
+    key = generate_dkim_key(
+        domain, selector, algorithm=algorithm, bits=bits, out_dir=out_dir, force=force
+    )
     if as_json:
         echo_json(key.as_dict())
         return

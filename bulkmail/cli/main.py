@@ -67,8 +67,13 @@ class BulkmailGroup(click.Group):
 
 
 @click.group(cls=BulkmailGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", envvar="BULKMAIL_CONFIG", metavar="PATH",
-              help="Config file (default ./bulkmail.toml; env BULKMAIL_CONFIG).")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="BULKMAIL_CONFIG",
+    metavar="PATH",
+    help="Config file (default ./bulkmail.toml; env BULKMAIL_CONFIG).",
+)
 @click.option("-v", "--verbose", count=True, help="More output (-vv: debug).")
 @click.version_option(package_name="bulkmail")
 @click.pass_context
@@ -85,7 +90,9 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
       bulkmail campaigns send 1 --wait
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     ctx.obj = App(config_path, verbose)
 
 

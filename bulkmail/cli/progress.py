@@ -30,15 +30,20 @@ class ProgressView:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn("campaign {task.fields[cid]}"), BarColumn(),
+                TextColumn("campaign {task.fields[cid]}"),
+                BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
-                TextColumn("sent {task.fields[sent]} deferred {task.fields[deferred]} "
-                           "bounced {task.fields[bounced]}  {task.fields[rate]:.0f}/s"),
-                TimeRemainingColumn(), transient=False,
+                TextColumn(
+                    "sent {task.fields[sent]} deferred {task.fields[deferred]} "
+                    "bounced {task.fields[bounced]}  {task.fields[rate]:.0f}/s"
+                ),
+                TimeRemainingColumn(),
+                transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("send", total=None, cid=self.campaign_id,
-                                                 sent=0, deferred=0, bounced=0, rate=0.0)
+            self._task = self._progress.add_task(
+                "send", total=None, cid=self.campaign_id, sent=0, deferred=0, bounced=0, rate=0.0
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -55,13 +60,22 @@ class ProgressView:
         elapsed = max(time.monotonic() - self._start, 1e-6)
         rate = (done - self._first_done) / elapsed
         if self._progress is not None:
-            self._progress.update(self._task, total=total, completed=done,
-                                  sent=counts.get("sent", 0), deferred=counts.get("deferred", 0),
-                                  bounced=counts.get("bounced", 0), rate=rate)
+            self._progress.update(
+                self._task,
+                total=total,
+                completed=done,
+                sent=counts.get("sent", 0),
+                deferred=counts.get("deferred", 0),
+                bounced=counts.get("bounced", 0),
+                rate=rate,
+            )
             return
         now = time.monotonic()
         if now - self._last_line >= self.interval:
             self._last_line = now
-            click.echo(f"campaign {self.campaign_id}: {done}/{total} done, "
-                       f"sent {counts.get('sent', 0)}, deferred {counts.get('deferred', 0)}, "
-                       f"bounced {counts.get('bounced', 0)}, {rate:.0f}/s", err=True)
+            click.echo(
+                f"campaign {self.campaign_id}: {done}/{total} done, "
+                f"sent {counts.get('sent', 0)}, deferred {counts.get('deferred', 0)}, "
+                f"bounced {counts.get('bounced', 0)}, {rate:.0f}/s",
+                err=True,
+            )

@@ -14,10 +14,20 @@ from bulkmail.cli.options import echo_json, json_option
 
 @campaigns.command("report")
 @click.argument("campaign_id", type=int)
-@click.option("--html", "html_path", metavar="FILE", default=None,
-              help="Also write one self-contained HTML file with tables and charts.")
-@click.option("--top", default=20, show_default=True, type=click.IntRange(1, 1000),
-              help="Destinations (recipient domains) to show.")
+@click.option(
+    "--html",
+    "html_path",
+    metavar="FILE",
+    default=None,
+    help="Also write one self-contained HTML file with tables and charts.",
+)
+@click.option(
+    "--top",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Destinations (recipient domains) to show.",
+)
 @json_option
 @pass_app
 def report(app: App, campaign_id: int, html_path: str | None, top: int, as_json: bool) -> None:
@@ -55,11 +65,21 @@ def events() -> None:
 
 @events.command("export")
 @click.option("--campaign", "campaign_id", type=int, default=None, help="Only this campaign.")
-@click.option("--since", default=None, metavar="WHEN",
-              help="Only events from WHEN on: '2h', '3d', '2025-05-01', '2025-05-01T09:00' (UTC) "
-                   "or UNIX seconds.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
-              show_default=True, help="CSV with a header row, or one JSON object per line.")
+@click.option(
+    "--since",
+    default=None,
+    metavar="WHEN",
+    help="Only events from WHEN on: '2h', '3d', '2025-05-01', '2025-05-01T09:00' (UTC) "
+    "or UNIX seconds.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="CSV with a header row, or one JSON object per line.",
+)
 @pass_app
 def export(app: App, campaign_id: int | None, since: str | None, fmt: str) -> None:
     """Stream the event log to standard output, oldest first, in constant memory.

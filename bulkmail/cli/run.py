@@ -24,10 +24,19 @@ def _log_to_stderr() -> None:
 
 
 @click.command("run-due")
-@click.option("--max-runtime", default=None, metavar="DURATION",
-              help="Stop claiming after this long (e.g. 50m); the rest stays resumable.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Processes to send with.")
+@click.option(
+    "--max-runtime",
+    default=None,
+    metavar="DURATION",
+    help="Stop claiming after this long (e.g. 50m); the rest stays resumable.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes to send with.",
+)
 @json_option
 @pass_app
 def run_due(app: App, max_runtime: str | None, workers: int, as_json: bool) -> None:
@@ -50,20 +59,31 @@ def run_due(app: App, max_runtime: str | None, workers: int, as_json: bool) -> N
             raise click.BadParameter(str(exc), param_hint="--max-runtime") from None
     if not as_json:
         _log_to_stderr()
-    result = run(app.settings, app.ready_db(), max_runtime=limit, workers=workers,
-                 config_path=app.config_path)
+    result = run(
+        app.settings,
+        app.ready_db(),
+        max_runtime=limit,
+        workers=workers,
+        config_path=app.config_path,
+    )
     if as_json:
         echo_json(result)
         return
     states = ", ".join(f"{cid} {state}" for cid, state in result["states"].items())
-    click.echo(f"run-due: started {len(result['started'])}, worked on "
-               f"{len(result['campaigns'])} campaign(s){': ' + states if states else ''}"
-               f"{' (stopped early)' if result['interrupted'] else ''}")
+    click.echo(
+        f"run-due: started {len(result['started'])}, worked on "
+        f"{len(result['campaigns'])} campaign(s){': ' + states if states else ''}"
+        f"{' (stopped early)' if result['interrupted'] else ''}"
+    )
 
 
 @click.command("worker")
-@click.option("--max-idle-sleep", default=30.0, show_default=True,
-              help="Longest pause between looks for due work, in seconds.")
+@click.option(
+    "--max-idle-sleep",
+    default=30.0,
+    show_default=True,
+    help="Longest pause between looks for due work, in seconds.",
+)
 @pass_app
 def worker(app: App, max_idle_sleep: float) -> None:
     """Run due work as it appears, until SIGTERM; one log line per campaign state change.

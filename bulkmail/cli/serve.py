@@ -8,12 +8,22 @@ from bulkmail.cli.main import App, pass_app
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (put a TLS reverse proxy in front).")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-              help="TCP port to listen on.")
-@click.option("--access-log", is_flag=True,
-              help="Log every request (the lines contain unsubscribe tokens).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (put a TLS reverse proxy in front).",
+)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port to listen on.",
+)
+@click.option(
+    "--access-log", is_flag=True, help="Log every request (the lines contain unsubscribe tokens)."
+)
 @pass_app
 def serve(app: App, host: str, port: int, access_log: bool) -> None:
     """Serve the unsubscribe endpoint at the path of [unsubscribe] url.
@@ -29,8 +39,11 @@ def serve(app: App, host: str, port: int, access_log: bool) -> None:
     from bulkmail.web.server import serve as run
 
     settings = app.settings
-    click.echo(f"bulkmail: unsubscribe endpoint on http://{host}:{port}"
-               f"{app_path(settings).replace('{token}', '<token>')}", err=True)
+    click.echo(
+        f"bulkmail: unsubscribe endpoint on http://{host}:{port}"
+        f"{app_path(settings).replace('{token}', '<token>')}",
+        err=True,
+    )
     run(settings, app.ready_db(), host, port, access_log=access_log)
 
 

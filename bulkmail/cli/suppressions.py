@@ -12,8 +12,13 @@ from bulkmail.audience import suppressions as lib
 from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option
 
-source_option = click.option("--source", "source", default=None, metavar="SOURCE",
-                             help="Only entries of this source (manual, import, bounce, ...).")
+source_option = click.option(
+    "--source",
+    "source",
+    default=None,
+    metavar="SOURCE",
+    help="Only entries of this source (manual, import, bounce, ...).",
+)
 
 
 @click.group()
@@ -23,10 +28,19 @@ def suppressions() -> None:
 
 @suppressions.command("list")
 @source_option
-@click.option("--after", default=0, show_default=True, type=click.IntRange(0),
-              help="Start after this entry id (keyset paging).")
-@click.option("--limit", default=None, type=click.IntRange(1),
-              help="At most this many entries (default: all, streamed).")
+@click.option(
+    "--after",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Start after this entry id (keyset paging).",
+)
+@click.option(
+    "--limit",
+    default=None,
+    type=click.IntRange(1),
+    help="At most this many entries (default: all, streamed).",
+)
 @json_option
 @pass_app
 def list_(app: App, source: str | None, after: int, limit: int | None, as_json: bool) -> None:
@@ -37,14 +51,18 @@ def list_(app: App, source: str | None, after: int, limit: int | None, as_json: 
       bulkmail suppressions list --source bounce --limit 50 --json
     """
     db = app.ready_db()
-    entries = (lib.list_suppressions(db, after, limit, source) if limit
-               else lib.iter_suppressions(db, source, after=after))
+    entries = (
+        lib.list_suppressions(db, after, limit, source)
+        if limit
+        else lib.iter_suppressions(db, source, after=after)
+    )
     if as_json:
         _echo_json_array(e.as_dict() | {"id": e.id} for e in entries)
         return
     for e in entries:
-        click.echo(f"{e.id:>7}  {e.email:<40} {e.source:<10} {lib.iso_time(e.created_at)}  "
-                   f"{e.reason}")
+        click.echo(
+            f"{e.id:>7}  {e.email:<40} {e.source:<10} {lib.iso_time(e.created_at)}  {e.reason}"
+        )
 
 
 def _echo_json_array(items: Iterable[dict[str, Any]]) -> None:
@@ -97,8 +115,9 @@ def remove(app: App, email: str, as_json: bool) -> None:
 @suppressions.command("import")
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--reason", default="", help="Reason for lines that give none.")
-@click.option("--source", default="import", show_default=True,
-              help="Source for lines that give none.")
+@click.option(
+    "--source", default="import", show_default=True, help="Source for lines that give none."
+)
 @json_option
 @pass_app
 def import_(app: App, file: str, reason: str, source: str, as_json: bool) -> None:
@@ -114,8 +133,10 @@ def import_(app: App, file: str, reason: str, source: str, as_json: bool) -> Non
     if as_json:
         echo_json(result.as_dict())
         return
-    click.echo(f"{result.added} added, {result.existing} already suppressed, "
-               f"{len(result.rejected)} rejected")
+    click.echo(
+        f"{result.added} added, {result.existing} already suppressed, "
+        f"{len(result.rejected)} rejected"
+    )
     for r in result.rejected:
         click.echo(f"  line {r.line}: {r.reason}: {r.text}", err=True)
 

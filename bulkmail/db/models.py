@@ -69,7 +69,9 @@ class Subscriber(Base):
 class Membership(Base):
     __tablename__ = "memberships"
 
-    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True)
+    list_id: Mapped[int] = mapped_column(
+        ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True
+    )
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
     )
@@ -164,10 +166,21 @@ class Event(Base):
 
 
 class SiteLease(Base):
-    """A destination site leased to one process, so per-site limits hold across a fleet."""
+    """One connection slot of a destination site ("<site>|<n>") leased to one process, so
+    per-site limits hold across a fleet."""
 
     __tablename__ = "site_leases"
 
     site: Mapped[str] = mapped_column(String(500), primary_key=True)
     owner: Mapped[str] = mapped_column(String(100))
     lease_until: Mapped[float] = mapped_column(Float)
+
+
+class Worker(Base):
+    """A running engine's heartbeat: how many share the destination sites' slots."""
+
+    __tablename__ = "workers"
+
+    owner: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seen_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float] = mapped_column(Float)

@@ -21,9 +21,7 @@ from sqlalchemy import bindparam, text
 
 from bulkmail.db.engine import Database
 from bulkmail.db.models import (
-    CAMPAIGN_CANCELLED,
     DEFERRED,
-    FINISHED,
     QUEUED,
     RUNNING,
     SENDING,
@@ -70,8 +68,9 @@ class Result:
     suppress: bool = False
 
 
-def enqueue(db: Database, campaign_id: int, list_id: int, now: float,
-            batch: int = ENQUEUE_BATCH) -> int:
+def enqueue(
+    db: Database, campaign_id: int, list_id: int, now: float, batch: int = ENQUEUE_BATCH
+) -> int:
     """Create the campaign's deliveries from the list's subscribed members; returns rows added."""
     sql = text(f"""
         INSERT INTO deliveries (campaign_id, subscriber_id, email, domain, state, attempts,
@@ -96,8 +95,9 @@ def enqueue(db: Database, campaign_id: int, list_id: int, now: float,
         with db.session() as s:
             upto = s.execute(bounds, {"lid": list_id, "after": after, "skip": batch - 1}).scalar()
             last = upto if upto is not None else 2**62
-            res = s.execute(sql, {"cid": campaign_id, "lid": list_id, "after": after,
-                                  "upto": last, "now": now})
+            res = s.execute(
+                sql, {"cid": campaign_id, "lid": list_id, "after": after, "upto": last, "now": now}
+            )
             added += max(res.rowcount or 0, 0)
         if upto is None:
             return added
@@ -107,8 +107,15 @@ def enqueue(db: Database, campaign_id: int, list_id: int, now: float,
 _CLAIM_FIELDS = "id, campaign_id, subscriber_id, email, domain, attempts, first_attempt_at"
 
 
-def claim(db: Database, campaign_ids: Sequence[int], owner: str, now: float, lease: float,
-          limit: int, exclude_domains: Iterable[str] = ()) -> list[Claimed]:
+def claim(
+    db: Database,
+    campaign_ids: Sequence[int],
+    owner: str,
+    now: float,
+    lease: float,
+    limit: int,
+    exclude_domains: Iterable[str] = (),
+) -> list[Claimed]:
     """Claim up to ``limit`` due deliveries of the campaigns for ``owner``."""
     if not campaign_ids or limit <= 0:
         return []
@@ -134,8 +141,14 @@ def claim(db: Database, campaign_ids: Sequence[int], owner: str, now: float, lea
                     ORDER BY next_attempt_at LIMIT :want {lock})
                 RETURNING {_CLAIM_FIELDS}
             """).bindparams(bindparam("cids", expanding=True))
-            params: dict[str, Any] = {"owner": owner, "until": now + lease, "now": now,
-                                      "cids": list(campaign_ids), "state": state, "want": want}
+            params: dict[str, Any] = {
+                "owner": owner,
+                "until": now + lease,
+                "now": now,
+                "cids": list(campaign_ids),
+                "state": state,
+                "want": want,
+            }
             if excluded:
                 stmt = stmt.bindparams(bindparam("excluded", expanding=True))
                 params["excluded"] = excluded
@@ -149,8 +162,9 @@ def claim(db: Database, campaign_ids: Sequence[int], owner: str, now: float, lea
         people = {
             row[0]: (row[1], row[2])
             for row in s.execute(
-                text("SELECT id, name, attributes FROM subscribers WHERE id IN :ids")
-                .bindparams(bindparam("ids", expanding=True)),
+                text("SELECT id, name, attributes FROM subscribers WHERE id IN :ids").bindparams(
+                    bindparam("ids", expanding=True)
+                ),
                 {"ids": [r.subscriber_id for r in claimed]},
             ).all()
         }
@@ -159,8 +173,19 @@ def claim(db: Database, campaign_ids: Sequence[int], owner: str, now: float, lea
         name, attrs = people.get(r.subscriber_id, ("", {}))
         if isinstance(attrs, str):  # JSON comes back as text through text() on SQLite
             attrs = json.loads(attrs)
-        out.append(Claimed(r.id, r.campaign_id, r.subscriber_id, r.email, r.domain, r.attempts,
-                           r.first_attempt_at, name or "", attrs or {}))
+        out.append(
+            Claimed(
+                r.id,
+                r.campaign_id,
+                r.subscriber_id,
+                r.email,
+                r.domain,
+                r.attempts,
+                r.first_attempt_at,
+                name or "",
+                attrs or {},
+            )
+        )
     return out
 
 
@@ -193,8 +218,10 @@ def renew(db: Database, owner: str, ids: Sequence[int], now: float, lease: float
     with db.session() as s:
         s.execute(
             text(f"""UPDATE deliveries SET lease_until = :until, next_attempt_at = :until
-                     WHERE id IN :ids AND lease_owner = :owner AND state = '{SENDING}'""")
-            .bindparams(bindparam("ids", expanding=True)),
+                     WHERE id IN :ids AND lease_owner = :owner
+                       AND state = '{SENDING}'""").bindparams(
+                bindparam("ids", expanding=True)
+            ),
             {"until": now + lease, "ids": list(ids), "owner": owner},
         )
 
@@ -210,8 +237,10 @@ def release(db: Database, owner: str, ids: Sequence[int], now: float) -> None:
                          first_attempt_at = CASE WHEN attempts > 1 THEN first_attempt_at END,
                          attempts = attempts - 1, next_attempt_at = :now,
                          lease_owner = NULL, lease_until = NULL, updated_at = :now
-                     WHERE id IN :ids AND lease_owner = :owner AND state = '{SENDING}'""")
-            .bindparams(bindparam("ids", expanding=True)),
+                     WHERE id IN :ids AND lease_owner = :owner
+                       AND state = '{SENDING}'""").bindparams(
+                bindparam("ids", expanding=True)
+            ),
             {"now": now, "ids": list(ids), "owner": owner},
         )
 
@@ -234,19 +263,39 @@ def record(db: Database, results: Sequence[Result], now: float) -> None:
     if not results:
         return
     rows = [
-        {"id": r.delivery_id, "state": r.state, "next_at": r.next_attempt_at, "code": r.code,
-         "enhanced": r.enhanced, "text": r.text, "mx_host": r.mx_host, "tls": r.tls,
-         "now": now, "final": r.state != DEFERRED}
+        {
+            "id": r.delivery_id,
+            "state": r.state,
+            "next_at": r.next_attempt_at,
+            "code": r.code,
+            "enhanced": r.enhanced,
+            "text": r.text,
+            "mx_host": r.mx_host,
+            "tls": r.tls,
+            "now": now,
+            "final": r.state != DEFERRED,
+        }
         for r in results
     ]
     sent = [row for row in rows if row["state"] == SENT]
     other = [row for row in rows if row["state"] != SENT]
     events = [
-        {"kind": r.event, "campaign_id": r.campaign_id, "delivery_id": r.delivery_id,
-         "subscriber_id": r.subscriber_id, "email": r.email, "code": r.code,
-         "enhanced": r.enhanced, "text": r.text, "mx_host": r.mx_host, "attempt": r.attempt,
-         "source": "engine", "created_at": now}
-        for r in results if r.event
+        {
+            "kind": r.event,
+            "campaign_id": r.campaign_id,
+            "delivery_id": r.delivery_id,
+            "subscriber_id": r.subscriber_id,
+            "email": r.email,
+            "code": r.code,
+            "enhanced": r.enhanced,
+            "text": r.text,
+            "mx_host": r.mx_host,
+            "attempt": r.attempt,
+            "source": "engine",
+            "created_at": now,
+        }
+        for r in results
+        if r.event
     ]
     suppress = {r.email: r for r in results if r.suppress}
     with db.session() as s:
@@ -255,14 +304,23 @@ def record(db: Database, results: Sequence[Result], now: float) -> None:
         if other:
             s.execute(_RECORD_OTHER, other)
         if events:
-            s.execute(text("""
+            s.execute(
+                text("""
                 INSERT INTO events (kind, campaign_id, delivery_id, subscriber_id, email, code,
                                     enhanced, text, mx_host, attempt, source, created_at)
                 VALUES (:kind, :campaign_id, :delivery_id, :subscriber_id, :email, :code,
-                        :enhanced, :text, :mx_host, :attempt, :source, :created_at)"""), events)
+                        :enhanced, :text, :mx_host, :attempt, :source, :created_at)"""),
+                events,
+            )
         if suppress:
-            add_suppressions(s, [(e, f"{r.code} {r.enhanced or ''} {r.text or ''}".strip(), "bounce")
-                                 for e, r in suppress.items()], now)
+            add_suppressions(
+                s,
+                [
+                    (e, f"{r.code} {r.enhanced or ''} {r.text or ''}".strip(), "bounce")
+                    for e, r in suppress.items()
+                ],
+                now,
+            )
 
 
 def add_suppressions(session: Any, entries: Sequence[tuple[str, str, str]], now: float) -> None:
@@ -270,22 +328,29 @@ def add_suppressions(session: Any, entries: Sequence[tuple[str, str, str]], now:
     session.execute(
         text("""INSERT INTO suppressions (email, reason, source, created_at)
                 VALUES (:email, :reason, :source, :now) ON CONFLICT (email) DO NOTHING"""),
-        [{"email": e, "reason": reason[:1000], "source": src, "now": now}
-         for e, reason, src in entries],
+        [
+            {"email": e, "reason": reason[:1000], "source": src, "now": now}
+            for e, reason, src in entries
+        ],
     )
 
 
 def pending(db: Database, campaign_id: int) -> tuple[int, float | None]:
     """(deliveries not final, the earliest next_attempt_at among them)."""
     with db.session() as s:
-        row = s.execute(text(f"""
+        row = s.execute(
+            text(f"""
             SELECT COUNT(*), MIN(next_attempt_at) FROM deliveries
             WHERE campaign_id = :cid AND state IN ('{QUEUED}', '{SENDING}', '{DEFERRED}')
-        """), {"cid": campaign_id}).one()
+        """),
+            {"cid": campaign_id},
+        ).one()
     return int(row[0]), row[1]
 
 
 def mark_enqueued(db: Database, campaign_id: int) -> None:
     with db.session() as s:
-        s.execute(text("UPDATE campaigns SET enqueued = :t WHERE id = :id"),
-                  {"t": True, "id": campaign_id})
+        s.execute(
+            text("UPDATE campaigns SET enqueued = :t WHERE id = :id"),
+            {"t": True, "id": campaign_id},
+        )

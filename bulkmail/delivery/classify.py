@@ -103,7 +103,7 @@ def parse_reply(code: int, message: str) -> Reply:
     for line in lines:
         m = _ENHANCED.match(line)
         if m is not None and ".".join(str(int(g)) for g in m.groups()) == enhanced:
-            line = line[m.end():].lstrip(".,;:")
+            line = line[m.end() :].lstrip(".,;:")
         stripped.append(line.strip())
     return Reply(code, "\n".join(stripped).strip(), enhanced)
 
@@ -242,7 +242,7 @@ def retry_hint(text: str) -> float | None:
 
 
 def _subject_detail(reply: Reply) -> str | None:
-    """"1.1" from "5.1.1"; None when there is no enhanced code."""
+    """ "1.1" from "5.1.1"; None when there is no enhanced code."""
     if reply.enhanced is None:
         return None
     return reply.enhanced.split(".", 1)[1]

@@ -24,17 +24,32 @@ class RetryPolicy:
     jitter: float = 0.1
 
 
-def decide(item: Claimed, reply: Reply, *, mx_host: str | None, tls: str | None, now: float,
-           policy: RetryPolicy, rng: random.Random | None = None) -> Result:
+def decide(
+    item: Claimed,
+    reply: Reply,
+    *,
+    mx_host: str | None,
+    tls: str | None,
+    now: float,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Result:
     """The Result of ``item``'s attempt that ended with ``reply``."""
     verdict = classify_reply(reply)
     state, next_at, event, suppress = SENT, None, None, False
     if verdict.disposition is Disposition.SENT:
         state = SENT
     elif verdict.disposition is Disposition.DEFERRED:
-        next_at = next_attempt_at(now, item.attempts, item.first_attempt_at, policy.intervals,
-                                  policy.max_age, verdict.retry_after, policy.jitter,
-                                  rng or random)  # type: ignore[arg-type]
+        next_at = next_attempt_at(
+            now,
+            item.attempts,
+            item.first_attempt_at,
+            policy.intervals,
+            policy.max_age,
+            verdict.retry_after,
+            policy.jitter,
+            rng or random,
+        )  # type: ignore[arg-type]
         state, event = (DEFERRED, "deferred") if next_at is not None else (EXPIRED, "expired")
     elif verdict.disposition is Disposition.BOUNCED:
         state, event, suppress = BOUNCED, "bounced", verdict.suppress
@@ -43,19 +58,39 @@ def decide(item: Claimed, reply: Reply, *, mx_host: str | None, tls: str | None,
     else:
         state, event = FAILED, "failed"
     return Result(
-        delivery_id=item.id, campaign_id=item.campaign_id, subscriber_id=item.subscriber_id,
-        email=item.email, state=state, attempt=item.attempts, next_attempt_at=next_at,
-        code=reply.code, enhanced=reply.enhanced, text=reply.text[:1000], mx_host=mx_host,
-        tls=tls, event=event, suppress=suppress,
+        delivery_id=item.id,
+        campaign_id=item.campaign_id,
+        subscriber_id=item.subscriber_id,
+        email=item.email,
+        state=state,
+        attempt=item.attempts,
+        next_attempt_at=next_at,
+        code=reply.code,
+        enhanced=reply.enhanced,
+        text=reply.text[:1000],
+        mx_host=mx_host,
+        tls=tls,
+        event=event,
+        suppress=suppress,
     )
 
 
 def failed(item: Claimed, reason: str) -> Result:
     """A delivery that cannot be attempted at all (its message cannot be built)."""
     return Result(
-        delivery_id=item.id, campaign_id=item.campaign_id, subscriber_id=item.subscriber_id,
-        email=item.email, state=FAILED, attempt=item.attempts, next_attempt_at=None,
-        code=None, enhanced=None, text=reason[:1000], mx_host=None, tls=None, event="failed",
+        delivery_id=item.id,
+        campaign_id=item.campaign_id,
+        subscriber_id=item.subscriber_id,
+        email=item.email,
+        state=FAILED,
+        attempt=item.attempts,
+        next_attempt_at=None,
+        code=None,
+        enhanced=None,
+        text=reason[:1000],
+        mx_host=None,
+        tls=None,
+        event="failed",
     )
 
 
@@ -68,5 +103,6 @@ def is_site_failure(result: Result) -> bool:
     dropped session (4.4.x, 421), or a permanent policy block (5.7.x). Greylisting (4.7.x) is
     not one: it is the normal first answer of many servers. Many in a row pause a campaign."""
     enhanced = result.enhanced or ""
-    return (result.state in (DEFERRED, BOUNCED, EXPIRED)
-            and (result.code == 421 or enhanced.startswith(("4.4.", "5.7."))))
+    return result.state in (DEFERRED, BOUNCED, EXPIRED) and (
+        result.code == 421 or enhanced.startswith(("4.4.", "5.7."))
+    )

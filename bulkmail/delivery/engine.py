@@ -60,10 +60,18 @@ MONITOR_SECONDS = 1.0
 class Engine:
     """Delivers the due deliveries of some campaigns (None: every running campaign)."""
 
-    def __init__(self, settings: Settings, db: Database, campaign_ids: list[int] | None, *,
-                 owner: str, connector: Connector | None = None,
-                 resolver: MxResolver | RelayRouter | None = None,
-                 factory: MessageFactory | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        campaign_ids: list[int] | None,
+        *,
+        owner: str,
+        connector: Connector | None = None,
+        resolver: MxResolver | RelayRouter | None = None,
+        factory: MessageFactory | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.scope = campaign_ids
@@ -78,8 +86,10 @@ class Engine:
         self.resolver = resolver or make_router(settings)
         self.relay = isinstance(self.resolver, RelayRouter)
         self.factory = factory or MessageFactory(settings, db)
-        self.policy = RetryPolicy(tuple(parse_duration(i) for i in settings.retry.intervals),
-                                  parse_duration(settings.retry.max_age))
+        self.policy = RetryPolicy(
+            tuple(parse_duration(i) for i in settings.retry.intervals),
+            parse_duration(settings.retry.max_age),
+        )
         self.rng = rng or random.Random()
         self.recorder = Recorder(db, self.in_db, self._written, eng.batch_size, eng.flush_interval)
         self.sites: dict[str, Site] = {}
@@ -137,8 +147,16 @@ class Engine:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            rows = await self.in_db(queries.claim, self.db, self.active, self.owner,
-                                    time.time(), self.lease, min(self.batch, room), self.excluded)
+            rows = await self.in_db(
+                queries.claim,
+                self.db,
+                self.active,
+                self.owner,
+                time.time(),
+                self.lease,
+                min(self.batch, room),
+                self.excluded,
+            )
             if rows:
                 await self._dispatch(rows)
                 continue
@@ -152,8 +170,13 @@ class Engine:
         for row in rows:
             self.inflight[row.id] = row
         domains = {row.domain for row in rows}
-        routes = dict(zip(domains, await asyncio.gather(
-            *(self.resolver.route(d) for d in domains)), strict=True))
+        routes = dict(
+            zip(
+                domains,
+                await asyncio.gather(*(self.resolver.route(d) for d in domains)),
+                strict=True,
+            )
+        )
         back = []
         for row in rows:
             route = routes[row.domain]
@@ -174,8 +197,11 @@ class Engine:
     async def _site(self, route: Route) -> Site:
         site = self.sites.get(route.site)
         if site is None:
-            limits = (self.settings.limits["default"] if self.relay
-                      else self.settings.limits_for(route.domain))
+            limits = (
+                self.settings.limits["default"]
+                if self.relay
+                else self.settings.limits_for(route.domain)
+            )
             site = Site(route.site, limits, RateLimiter(limits.rate))
             self.sites[route.site] = site
         site.domains.add(route.domain)
@@ -185,8 +211,9 @@ class Engine:
 
     async def _acquire(self, site: Site) -> None:
         site.asked_at = time.monotonic()
-        site.held = await self.in_db(control.acquire_site, self.db, site.name, self.owner,
-                                     time.time(), self.site_lease)
+        site.held = await self.in_db(
+            control.acquire_site, self.db, site.name, self.owner, time.time(), self.site_lease
+        )
         self._update_exclusions(site)
 
     def _update_exclusions(self, site: Site) -> None:
@@ -230,8 +257,9 @@ class Engine:
             if session is not None:
                 await session.close()
 
-    async def _attempt(self, site: Site, session: Session | None, row: Claimed,
-                       route: Route) -> Session | None:
+    async def _attempt(
+        self, site: Site, session: Session | None, row: Claimed, route: Route
+    ) -> Session | None:
         """Send one claimed delivery; returns the session to keep using (or None)."""
         if site.down_until > time.monotonic() and site.down_reply is not None:
             self._record(self._decide(row, site.down_reply, None, None))
@@ -241,8 +269,9 @@ class Engine:
         except BulkmailError as exc:
             self._record(failed(row, str(exc)))
             return session
-        if session is not None and (not session.alive() or
-                                    session.messages_sent >= site.limits.messages_per_connection):
+        if session is not None and (
+            not session.alive() or session.messages_sent >= site.limits.messages_per_connection
+        ):
             await session.close()
             session = None
         if session is None:
@@ -257,16 +286,28 @@ class Engine:
         wait = site.limiter.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
-        outcome = await session.send(message.envelope_from, message.recipient, message.data,
-                                     smtputf8=message.smtputf8)
-        self._record(self._decide(row, outcome.reply, outcome.mx_host or session.mx_host,
-                                  outcome.tls or session.tls))
+        outcome = await session.send(
+            message.envelope_from, message.recipient, message.data, smtputf8=message.smtputf8
+        )
+        self._record(
+            self._decide(
+                row, outcome.reply, outcome.mx_host or session.mx_host, outcome.tls or session.tls
+            )
+        )
         return session if session.alive() else None
 
-    def _decide(self, row: Claimed, reply: Reply, mx_host: str | None,
-                tls: TlsState | None) -> Result:
-        return decide(row, reply, mx_host=mx_host, tls=tls_label(tls), now=time.time(),
-                      policy=self.policy, rng=self.rng)
+    def _decide(
+        self, row: Claimed, reply: Reply, mx_host: str | None, tls: TlsState | None
+    ) -> Result:
+        return decide(
+            row,
+            reply,
+            mx_host=mx_host,
+            tls=tls_label(tls),
+            now=time.time(),
+            policy=self.policy,
+            rng=self.rng,
+        )
 
     def _record(self, result: Result) -> None:
         """Hand a result to the recorder, counting consecutive connection/policy failures."""
@@ -280,8 +321,9 @@ class Engine:
             if limit and self.failures[cid] >= limit and cid in self.active:
                 # Stop now, not at the next monitor tick: lanes give back its waiting rows.
                 self.active = [c for c in self.active if c != cid]
-                self._pausing.add(asyncio.get_running_loop().create_task(
-                    self._pause(cid, self.failures[cid])))
+                self._pausing.add(
+                    asyncio.get_running_loop().create_task(self._pause(cid, self.failures[cid]))
+                )
 
     def _written(self, batch: list[Result]) -> None:
         for r in batch:
@@ -315,18 +357,25 @@ class Engine:
         self.active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
 
     async def _pause(self, cid: int, count: int) -> None:
-        reason = (f"paused after {count} consecutive connection or policy failures; "
-                  "check the readiness report and the last replies, then resume")
-        if await self.in_db(lambda: control.transition(
-                self.db, cid, PAUSED, time.time(), from_states=[RUNNING], reason=reason)):
+        reason = (
+            f"paused after {count} consecutive connection or policy failures; "
+            "check the readiness report and the last replies, then resume"
+        )
+        if await self.in_db(
+            lambda: control.transition(
+                self.db, cid, PAUSED, time.time(), from_states=[RUNNING], reason=reason
+            )
+        ):
             log.warning("campaign %s %s", cid, reason)
 
     async def _renew(self, now: float) -> None:
-        await self.in_db(queries.renew, self.db, self.owner, list(self.inflight), time.time(),
-                         self.lease)
+        await self.in_db(
+            queries.renew, self.db, self.owner, list(self.inflight), time.time(), self.lease
+        )
         held = [s.name for s in self.sites.values() if s.held]
-        kept = await self.in_db(control.renew_sites, self.db, held, self.owner, time.time(),
-                                self.site_lease)
+        kept = await self.in_db(
+            control.renew_sites, self.db, held, self.owner, time.time(), self.site_lease
+        )
         for name in set(held) - kept:
             log.warning("lost the lease on site %s to another process", name)
             self.sites[name].held = False
@@ -344,8 +393,9 @@ class Engine:
             drain(site.queue)
         loop = asyncio.get_running_loop()
         if self.inflight:
-            await loop.run_in_executor(None, queries.release, self.db, self.owner,
-                                       list(self.inflight), time.time())
+            await loop.run_in_executor(
+                None, queries.release, self.db, self.owner, list(self.inflight), time.time()
+            )
         held = [s.name for s in self.sites.values() if s.held]
         await loop.run_in_executor(None, control.release_sites, self.db, held, self.owner)
 
@@ -363,8 +413,12 @@ def make_router(settings: Settings) -> MxResolver | RelayRouter:
     """MX routing, or in relay mode one route to the smart host for every domain."""
     if settings.sender.mode == "relay":
         return RelayRouter(settings.relay.host, settings.relay.port)
-    return MxResolver(settings.dns.nameservers, settings.dns.port, settings.dns.timeout,
-                      static_routes=settings.routes)
+    return MxResolver(
+        settings.dns.nameservers,
+        settings.dns.port,
+        settings.dns.timeout,
+        static_routes=settings.routes,
+    )
 
 
 def transport_settings(settings: Settings) -> TransportSettings:
@@ -372,15 +426,28 @@ def transport_settings(settings: Settings) -> TransportSettings:
     t, r = settings.timeouts, settings.relay
     relay = None
     if settings.sender.mode == "relay":
-        relay = RelaySettings(host=r.host, port=r.port, security=r.security,
-                              username=r.username or None,
-                              password=settings.relay_password() or None,
-                              ca_file=str(settings.path(r.ca_file)) if r.ca_file else None)
+        relay = RelaySettings(
+            host=r.host,
+            port=r.port,
+            security=r.security,
+            username=r.username or None,
+            password=settings.relay_password() or None,
+            ca_file=str(settings.path(r.ca_file)) if r.ca_file else None,
+        )
     return TransportSettings(
-        helo=settings.sender.helo, port=settings.sender.port, tls=settings.sender.tls,
-        timeouts=Timeouts(connect=t.connect, greeting=t.greeting, mail=t.mail, rcpt=t.rcpt,
-                          data_init=t.data_init, data_block=t.data_block, data_end=t.data_end,
-                          session=t.session),
+        helo=settings.sender.helo,
+        port=settings.sender.port,
+        tls=settings.sender.tls,
+        timeouts=Timeouts(
+            connect=t.connect,
+            greeting=t.greeting,
+            mail=t.mail,
+            rcpt=t.rcpt,
+            data_init=t.data_init,
+            data_block=t.data_block,
+            data_end=t.data_end,
+            session=t.session,
+        ),
         relay=relay,
         ca_file=str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None,
     )

@@ -30,8 +30,10 @@ def load_signers(settings: Settings) -> list[DkimSigner]:
     """The DKIM signers the config asks for: RSA (or Ed25519) key_file, plus an Ed25519 one."""
     dkim = settings.dkim
     signers = []
-    for key_file, selector in ((dkim.key_file, dkim.selector),
-                               (dkim.ed25519_key_file, dkim.ed25519_selector or dkim.selector)):
+    for key_file, selector in (
+        (dkim.key_file, dkim.selector),
+        (dkim.ed25519_key_file, dkim.ed25519_selector or dkim.selector),
+    ):
         if not key_file:
             continue
         path = settings.path(key_file)

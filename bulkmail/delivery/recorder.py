@@ -21,8 +21,14 @@ InDb = Callable[..., Awaitable[object]]
 class Recorder:
     """Buffers Results and writes them in batches; ``on_written`` hears of each written batch."""
 
-    def __init__(self, db: Database, in_db: InDb, on_written: Callable[[list[Result]], None],
-                 max_rows: int, interval: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        in_db: InDb,
+        on_written: Callable[[list[Result]], None],
+        max_rows: int,
+        interval: float,
+    ) -> None:
         self._db = db
         self._in_db = in_db
         self._on_written = on_written

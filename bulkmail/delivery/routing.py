@@ -135,9 +135,7 @@ class MxResolver:
         found = await asyncio.gather(*(self._addresses(host) for host in hostnames))
         addresses = dict(zip(hostnames, found, strict=True))
         hosts = [
-            MxHost(host, pref, addresses[host][0])
-            for pref, host in exchanges
-            if addresses[host][0]
+            MxHost(host, pref, addresses[host][0]) for pref, host in exchanges if addresses[host][0]
         ]
         site = ",".join(hostnames)
         if not hosts:
@@ -237,9 +235,7 @@ class MxResolver:
         if answer.rrset is None:
             return _Lookup("nodata"), min(ttl, MAX_NEGATIVE_TTL)
         if rdtype == "MX":
-            records: tuple = tuple(
-                (rd.preference, _host_text(rd.exchange)) for rd in answer.rrset
-            )
+            records: tuple = tuple((rd.preference, _host_text(rd.exchange)) for rd in answer.rrset)
         else:
             records = tuple(rd.address for rd in answer.rrset)
         return _Lookup("ok", records), min(ttl, MAX_TTL)

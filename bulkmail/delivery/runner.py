@@ -69,8 +69,9 @@ def start_campaign(db: Database, campaign_id: int, *, allow: tuple[str, ...]) ->
     if not c.enqueued:
         queries.enqueue(db, campaign_id, c.list_id, time.time())
         queries.mark_enqueued(db, campaign_id)
-    if c.state != RUNNING and control.transition(db, campaign_id, RUNNING, time.time(),
-                                                 from_states=allow):
+    if c.state != RUNNING and control.transition(
+        db, campaign_id, RUNNING, time.time(), from_states=allow
+    ):
         log.debug("campaign %s %r: %s -> running", c.id, c.name, c.state)
     return True
 
@@ -79,8 +80,7 @@ def finish_done(db: Database, campaign_ids: list[int]) -> None:
     """Mark running campaigns finished once no delivery is queued, sending or deferred."""
     for cid in campaign_ids:
         left, _ = queries.pending(db, cid)
-        if left == 0 and control.transition(db, cid, FINISHED, time.time(),
-                                            from_states=[RUNNING]):
+        if left == 0 and control.transition(db, cid, FINISHED, time.time(), from_states=[RUNNING]):
             log.debug("campaign %s: running -> finished", cid)
 
 
@@ -92,9 +92,14 @@ def _run_loop(coro: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(coro)
 
 
-async def _engine_pass(settings: Settings, db: Database, scope: list[int] | None,
-                       deadline: float | None = None, progress: Progress | None = None,
-                       follow: int | None = None) -> bool:
+async def _engine_pass(
+    settings: Settings,
+    db: Database,
+    scope: list[int] | None,
+    deadline: float | None = None,
+    progress: Progress | None = None,
+    follow: int | None = None,
+) -> bool:
     """One engine pass in this process; True if it was stopped (signal or deadline)."""
     engine = Engine(settings, db, scope, owner=owner_id())
     loop = asyncio.get_running_loop()
@@ -113,29 +118,38 @@ async def _engine_pass(settings: Settings, db: Database, scope: list[int] | None
     return engine.stopping.is_set()
 
 
-def _worker_main(config_path: str | None, scope: list[int] | None,
-                 deadline_in: float | None) -> None:
+def _worker_main(
+    config_path: str | None, scope: list[int] | None, deadline_in: float | None
+) -> None:
     """Entry point of a spawned worker process: one engine pass, exit code 3 if stopped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; SIGTERM stops us
     deadline = time.monotonic() + deadline_in if deadline_in is not None else None
     try:
         settings = load_settings(config_path)
-        stopped = _run_loop(_engine_pass(settings, Database(settings.database.url), scope,
-                                         deadline))
+        stopped = _run_loop(
+            _engine_pass(settings, Database(settings.database.url), scope, deadline)
+        )
     except BulkmailError as exc:
         print(f"bulkmail: error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(3 if stopped else 0)
 
 
-def _run_processes(config_path: str | None, scope: list[int] | None, workers: int,
-                   db: Database, deadline: float | None, progress: Progress | None,
-                   follow: int | None) -> bool:
+def _run_processes(
+    config_path: str | None,
+    scope: list[int] | None,
+    workers: int,
+    db: Database,
+    deadline: float | None,
+    progress: Progress | None,
+    follow: int | None,
+) -> bool:
     """One pass in ``workers`` processes; True if interrupted."""
     ctx = multiprocessing.get_context("spawn")
     left = deadline - time.monotonic() if deadline is not None else None
-    procs = [ctx.Process(target=_worker_main, args=(config_path, scope, left))
-             for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(config_path, scope, left)) for _ in range(workers)
+    ]
     for p in procs:
         p.start()
     interrupted = False
@@ -163,31 +177,54 @@ def _run_processes(config_path: str | None, scope: list[int] | None, workers: in
     return interrupted or 3 in codes
 
 
-def _one_pass(settings: Settings, db: Database, scope: list[int] | None, *, workers: int,
-              config_path: str | None, deadline: float | None = None,
-              progress: Progress | None = None, follow: int | None = None) -> bool:
+def _one_pass(
+    settings: Settings,
+    db: Database,
+    scope: list[int] | None,
+    *,
+    workers: int,
+    config_path: str | None,
+    deadline: float | None = None,
+    progress: Progress | None = None,
+    follow: int | None = None,
+) -> bool:
     if workers > 1:
         return _run_processes(config_path, scope, workers, db, deadline, progress, follow)
     return bool(_run_loop(_engine_pass(settings, db, scope, deadline, progress, follow)))
 
 
-def send_campaign(settings: Settings, db: Database, campaign_id: int, *, workers: int = 1,
-                  wait: bool = False, config_path: str | None = None,
-                  progress: Progress | None = None) -> SendReport:
+def send_campaign(
+    settings: Settings,
+    db: Database,
+    campaign_id: int,
+    *,
+    workers: int = 1,
+    wait: bool = False,
+    config_path: str | None = None,
+    progress: Progress | None = None,
+) -> SendReport:
     """Deliver what is due now (``wait``: until every delivery is final)."""
     started = time.monotonic()
     c = lib.get_campaign(db, campaign_id)
     if c.state == CAMPAIGN_CANCELLED:
         raise InputError(f"campaign {campaign_id} was cancelled; create a new one to send")
     if c.state == PAUSED:
-        raise InputError(f"campaign {campaign_id} is paused ({c.state_reason or 'by request'}); "
-                         f"run 'bulkmail campaigns resume {campaign_id}' first")
+        raise InputError(
+            f"campaign {campaign_id} is paused ({c.state_reason or 'by request'}); "
+            f"run 'bulkmail campaigns resume {campaign_id}' first"
+        )
     start_campaign(db, campaign_id, allow=(DRAFT, SCHEDULED, MISSED, FINISHED))
     report = SendReport(campaign_id)
     while True:
-        report.interrupted = _one_pass(settings, db, [campaign_id], workers=workers,
-                                       config_path=config_path, progress=progress,
-                                       follow=campaign_id)
+        report.interrupted = _one_pass(
+            settings,
+            db,
+            [campaign_id],
+            workers=workers,
+            config_path=config_path,
+            progress=progress,
+            follow=campaign_id,
+        )
         finish_done(db, [campaign_id])
         state = lib.get_campaign(db, campaign_id).state
         if state != RUNNING or report.interrupted or not wait:
@@ -210,31 +247,55 @@ def start_due(settings: Settings, db: Database, now: float | None = None) -> lis
         if due_action(at, now, grace) == START:
             if start_campaign(db, cid, allow=(SCHEDULED,)):
                 started.append(cid)
-        elif control.transition(db, cid, MISSED, now, from_states=[SCHEDULED],
-                                reason=f"its time passed more than {settings.schedule.grace} ago; "
-                                       f"send it with 'bulkmail campaigns send {cid}'"):
-            log.debug("campaign %s: scheduled -> missed (more than %s late)", cid,
-                        settings.schedule.grace)
+        elif control.transition(
+            db,
+            cid,
+            MISSED,
+            now,
+            from_states=[SCHEDULED],
+            reason=f"its time passed more than {settings.schedule.grace} ago; "
+            f"send it with 'bulkmail campaigns send {cid}'",
+        ):
+            log.debug(
+                "campaign %s: scheduled -> missed (more than %s late)", cid, settings.schedule.grace
+            )
     return started
 
 
-def run_due(settings: Settings, db: Database, *, max_runtime: float | None = None,
-            workers: int = 1, config_path: str | None = None) -> dict[str, Any]:
+def run_due(
+    settings: Settings,
+    db: Database,
+    *,
+    max_runtime: float | None = None,
+    workers: int = 1,
+    config_path: str | None = None,
+) -> dict[str, Any]:
     """One pass for cron: start due campaigns, deliver everything due now, finish what is done."""
     deadline = time.monotonic() + max_runtime if max_runtime else None
     started = start_due(settings, db)
     running = control.campaigns_in(db, [RUNNING])
     interrupted = False
     if running:
-        interrupted = _one_pass(settings, db, None, workers=workers, config_path=config_path,
-                                deadline=deadline)
+        interrupted = _one_pass(
+            settings, db, None, workers=workers, config_path=config_path, deadline=deadline
+        )
     finish_done(db, running)
-    return {"started": started, "campaigns": running, "interrupted": interrupted,
-            "states": {cid: lib.get_campaign(db, cid).state for cid in running}}
+    return {
+        "started": started,
+        "campaigns": running,
+        "interrupted": interrupted,
+        "states": {cid: lib.get_campaign(db, cid).state for cid in running},
+    }
 
 
-def worker(settings: Settings, db: Database, *, config_path: str | None = None,
-           max_idle_sleep: float = 30.0, stop_after: float | None = None) -> None:
+def worker(
+    settings: Settings,
+    db: Database,
+    *,
+    config_path: str | None = None,
+    max_idle_sleep: float = 30.0,
+    stop_after: float | None = None,
+) -> None:
     """Run due work as it appears until SIGTERM/SIGINT (or ``stop_after`` seconds), logging
     one line per campaign state change it sees."""
     stop = False
@@ -251,8 +312,12 @@ def worker(settings: Settings, db: Database, *, config_path: str | None = None,
             signal.signal(s, on_signal)
         if stop or (end is not None and time.monotonic() >= end):
             break
-        result = run_due(settings, db, config_path=config_path,
-                         max_runtime=(end - time.monotonic()) if end else None)
+        result = run_due(
+            settings,
+            db,
+            config_path=config_path,
+            max_runtime=(end - time.monotonic()) if end else None,
+        )
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, on_signal)
         states = _log_changes(db, states)

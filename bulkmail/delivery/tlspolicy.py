@@ -112,8 +112,14 @@ class TlsPolicy:
     remembered for ``ttl`` seconds), or None when the policy allows nothing more.
     """
 
-    def __init__(self, policy: str, ca_file: str | None, *, ttl: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: str,
+        ca_file: str | None,
+        *,
+        ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"tls: {policy!r} is not one of {', '.join(POLICIES)}")
         self.policy = policy
@@ -133,8 +139,9 @@ class TlsPolicy:
             del self._learnt[key]
         return VERIFY
 
-    def after_failure(self, key: tuple[str, str], mode: str, *,
-                      certificate_failed: bool) -> str | None:
+    def after_failure(
+        self, key: tuple[str, str], mode: str, *, certificate_failed: bool
+    ) -> str | None:
         after = next_mode(self.policy, mode, certificate_failed=certificate_failed)
         if after is not None:
             now = self._clock()
@@ -154,8 +161,9 @@ async def hello(smtp: SMTP, timeout: float) -> None:
         await smtp.helo(timeout=timeout)
 
 
-async def upgrade(smtp: SMTP, server_name: str, context: ssl.SSLContext, timeout: float, *,
-                  verified: bool) -> TlsState:
+async def upgrade(
+    smtp: SMTP, server_name: str, context: ssl.SSLContext, timeout: float, *, verified: bool
+) -> TlsState:
     """STARTTLS with ``context``, then EHLO again (RFC 3207: forget what was said before).
 
     aiosmtplib, ssl and socket errors propagate: the caller's boundary maps them.

@@ -77,8 +77,15 @@ from bulkmail.errors import AuthenticationError, ConfigError
 if TYPE_CHECKING:
     from bulkmail.delivery.routing import MxHost
 
-__all__ = ["Connector", "Outcome", "RelaySettings", "Session", "TlsState", "Timeouts",
-           "TransportSettings"]
+__all__ = [
+    "Connector",
+    "Outcome",
+    "RelaySettings",
+    "Session",
+    "TlsState",
+    "Timeouts",
+    "TransportSettings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +193,9 @@ class _Guard:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if isinstance(exc, SMTPException | OSError):
@@ -197,8 +206,11 @@ class _Guard:
         if tls_error is not None:
             certificate = isinstance(tls_error, ssl.SSLCertVerificationError)
             detail = getattr(tls_error, "verify_message" if certificate else "reason", None)
-            return _Failed(tls_unavailable(f"{self.label}: {detail or tls_error}"), "tls",
-                           certificate=certificate)
+            return _Failed(
+                tls_unavailable(f"{self.label}: {detail or tls_error}"),
+                "tls",
+                certificate=certificate,
+            )
         if isinstance(exc, SMTPResponseException) and exc.code >= 200:
             return _Failed(parse_reply(exc.code, exc.message), self.stage)
         if isinstance(exc, TimeoutError):
@@ -242,8 +254,20 @@ class Session:
     """One open SMTP connection, ready for MAIL. One message and one recipient per ``send``."""
 
     __slots__ = (
-        "mx_host", "address", "tls", "messages_sent", "smtputf8", "size_limit", "pipelining",
-        "_smtp", "_timeouts", "_deadline", "_dead", "_dot_sent", "_size_option", "_guard",
+        "mx_host",
+        "address",
+        "tls",
+        "messages_sent",
+        "smtputf8",
+        "size_limit",
+        "pipelining",
+        "_smtp",
+        "_timeouts",
+        "_deadline",
+        "_dead",
+        "_dot_sent",
+        "_size_option",
+        "_guard",
     )
 
     def __init__(
@@ -285,8 +309,13 @@ class Session:
                 return await self._transaction(envelope_from, recipient, data, utf8)
         except _Failed as failure:
             self._drop()
-            return Outcome(failure.reply, self.mx_host, self.tls, failure.stage,
-                           failure.stage == "dot" and self._dot_sent)
+            return Outcome(
+                failure.reply,
+                self.mx_host,
+                self.tls,
+                failure.stage,
+                failure.stage == "dot" and self._dot_sent,
+            )
         except asyncio.CancelledError:
             self._drop()  # mid-transaction: no QUIT could be understood, just hang up
             raise
@@ -311,8 +340,9 @@ class Session:
         if not _address_ok(sender):
             return self._refusal(Reply(553, "Sender address not usable in SMTP", "5.1.7"), "mail")
         if not _address_ok(recipient):
-            return self._refusal(Reply(553, "Recipient address not usable in SMTP", "5.1.3"),
-                                 "rcpt")
+            return self._refusal(
+                Reply(553, "Recipient address not usable in SMTP", "5.1.3"), "rcpt"
+            )
         if utf8 and not self.smtputf8:
             return self._refusal(smtputf8_unsupported(self._guard.label), "rcpt")
         if self.size_limit is not None and size > self.size_limit:
@@ -456,8 +486,13 @@ class Connector:
                 after = None
                 if failure.stage == "tls":
                     after = tls.after_failure(key, mode, certificate_failed=failure.certificate)
-                    log.info("%s: STARTTLS (%s) failed: %s; next: %s", target.label, mode,
-                             failure.reply, after or "give up")
+                    log.info(
+                        "%s: STARTTLS (%s) failed: %s; next: %s",
+                        target.label,
+                        mode,
+                        failure.reply,
+                        after or "give up",
+                    )
                 if after is None:
                     return Outcome(failure.reply, name, None, failure.stage)
                 mode = after
@@ -469,12 +504,19 @@ class Connector:
                 addresses = await _resolve(relay.host, relay.port)
         except _Failed as failure:
             return Outcome(failure.reply, relay.host, None, "connect")
-        outcome = Outcome(connection_failed(f"{relay.host}: no address"), relay.host, None,
-                          "connect")
+        outcome = Outcome(
+            connection_failed(f"{relay.host}: no address"), relay.host, None, "connect"
+        )
         for address in addresses:
-            target = _Target(relay.host, address, relay.port, self._relay_contexts,
-                             tls_required=True, implicit_tls=relay.security == "tls",
-                             relay=relay)
+            target = _Target(
+                relay.host,
+                address,
+                relay.port,
+                self._relay_contexts,
+                tls_required=True,
+                implicit_tls=relay.security == "tls",
+                relay=relay,
+            )
             try:
                 return await self._start(target, VERIFY)
             except _Failed as failure:
@@ -485,15 +527,23 @@ class Connector:
         """Connect, greet, EHLO, STARTTLS per ``mode``, AUTH for a relay; raises ``_Failed``."""
         guard = _Guard(target.label, connection_failed)
         timeout = self._settings.timeouts.greeting
-        implicit = target.contexts.for_mode(mode) if target.implicit_tls and target.contexts \
-            else None
-        smtp = SMTP(hostname=target.name, local_hostname=self._settings.helo, timeout=timeout,
-                    use_tls=implicit is not None, tls_context=implicit, start_tls=False)
+        implicit = (
+            target.contexts.for_mode(mode) if target.implicit_tls and target.contexts else None
+        )
+        smtp = SMTP(
+            hostname=target.name,
+            local_hostname=self._settings.helo,
+            timeout=timeout,
+            use_tls=implicit is not None,
+            tls_context=implicit,
+            start_tls=False,
+        )
         try:
             with guard:
                 guard.stage = "connect"
-                sock = await _open_socket(target.address, target.port,
-                                          self._settings.timeouts.connect)
+                sock = await _open_socket(
+                    target.address, target.port, self._settings.timeouts.connect
+                )
                 guard.stage = "greeting"
                 await _connect(smtp, sock)
                 guard.stage = "ehlo"
@@ -519,8 +569,13 @@ class Connector:
             if target.tls_required:
                 raise _Failed(tls_unavailable(f"{target.label}: STARTTLS not offered"), "tls")
             return PLAINTEXT
-        return await upgrade(smtp, target.name, target.contexts.for_mode(mode),
-                             self._settings.timeouts.greeting, verified=mode == VERIFY)
+        return await upgrade(
+            smtp,
+            target.name,
+            target.contexts.for_mode(mode),
+            self._settings.timeouts.greeting,
+            verified=mode == VERIFY,
+        )
 
 
 async def _connect(smtp: SMTP, sock: socket.socket) -> None:
@@ -538,15 +593,18 @@ async def _login(smtp: SMTP, relay: RelaySettings, timeout: float) -> None:
         return
     where = f"relay {relay.host}:{relay.port}"
     if not smtp.supported_auth_methods:
-        raise AuthenticationError(f"{where} offers no AUTH mechanism we support; cannot log "
-                                  f"in as user {relay.username!r}")
+        raise AuthenticationError(
+            f"{where} offers no AUTH mechanism we support; cannot log in as user {relay.username!r}"
+        )
     try:
         await smtp.login(relay.username, relay.password or "", timeout=timeout)
     except SMTPAuthenticationError as exc:
         if exc.code // 100 == 4:  # "454 4.7.0 Temporary authentication failure": deferred
             raise
-        message = (f"{where} rejected the credentials for user {relay.username!r}: "
-                   f"{exc.code} {exc.message}")
+        message = (
+            f"{where} rejected the credentials for user {relay.username!r}: "
+            f"{exc.code} {exc.message}"
+        )
         if relay.password:
             message = message.replace(relay.password, "********")
         raise AuthenticationError(message) from None

@@ -133,7 +133,11 @@ class _Hooks:
         self.peer = peer
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
@@ -189,8 +193,9 @@ class _Hooks:
 def _authenticator(users: dict[str, str]) -> Any:
     """An aiosmtpd authenticator checking PLAIN / LOGIN credentials against ``users``."""
 
-    def check(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-              auth_data: Any) -> AuthResult:
+    def check(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         username = auth_data.login.decode("utf-8", "replace")
@@ -267,8 +272,10 @@ class SmtpServer:
         ready = threading.Event()
         failure: list[BaseException] = []
         self._thread = threading.Thread(
-            target=self._run, args=(sock, ready, failure),
-            name=f"smtp-{self.host}:{self.port}", daemon=True,
+            target=self._run,
+            args=(sock, ready, failure),
+            name=f"smtp-{self.host}:{self.port}",
+            daemon=True,
         )
         self._thread.start()
         if not ready.wait(timeout=10):
@@ -302,15 +309,18 @@ class SmtpServer:
     ) -> None:
         self.stop()
 
-    def _run(self, sock: socket.socket, ready: threading.Event,
-             failure: list[BaseException]) -> None:
+    def _run(
+        self, sock: socket.socket, ready: threading.Event, failure: list[BaseException]
+    ) -> None:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
-            self._server = loop.run_until_complete(loop.create_server(
-                self._new_protocol, sock=sock, ssl=self.implicit_tls_context, backlog=_BACKLOG
-            ))
+            self._server = loop.run_until_complete(
+                loop.create_server(
+                    self._new_protocol, sock=sock, ssl=self.implicit_tls_context, backlog=_BACKLOG
+                )
+            )
         except BaseException as err:  # reported to start() in the caller's thread
             failure.append(err)
             sock.close()

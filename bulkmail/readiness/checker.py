@@ -80,8 +80,10 @@ def _ips(settings: Settings, extra: Sequence[str]) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(f"{where}: {text!r} is not an IP address") from None
     if not out:
-        raise ConfigError(f"{settings.source}: check.ips: no sending IP to check; list the "
-                          "addresses mail leaves from in [check] ips, or pass --ip")
+        raise ConfigError(
+            f"{settings.source}: check.ips: no sending IP to check; list the "
+            "addresses mail leaves from in [check] ips, or pass --ip"
+        )
     return tuple(dict.fromkeys(out))
 
 
@@ -98,8 +100,9 @@ def _key(settings: Settings, kind: str, selector: str, key_file: str) -> DkimKey
     return DkimKey(kind, settings.dkim.domain, selector, pem)
 
 
-def identity_from_settings(settings: Settings, ips: Sequence[str] = (),
-                           from_domain: str | None = None) -> Identity:
+def identity_from_settings(
+    settings: Settings, ips: Sequence[str] = (), from_domain: str | None = None
+) -> Identity:
     """The sending identity; ConfigError for anything in the config that cannot be checked."""
     d = settings.dkim
     keys = []
@@ -107,8 +110,9 @@ def identity_from_settings(settings: Settings, ips: Sequence[str] = (),
         keys.append(_key(settings, "dkim", d.selector, d.key_file))
     if d.ed25519_key_file:
         if not (d.domain and d.ed25519_selector):
-            raise ConfigError(f"{settings.source}: dkim: ed25519_key_file needs domain and "
-                              "ed25519_selector too")
+            raise ConfigError(
+                f"{settings.source}: dkim: ed25519_key_file needs domain and ed25519_selector too"
+            )
         keys.append(_key(settings, "dkim-ed25519", d.ed25519_selector, d.ed25519_key_file))
     rp = settings.sender.return_path_domain.lower().rstrip(".")
     return Identity(
@@ -123,17 +127,20 @@ def identity_from_settings(settings: Settings, ips: Sequence[str] = (),
 
 def _dns_results(lookup: Lookup, who: Identity, zones: Sequence[str]) -> list[CheckResult]:
     results = [dnschecks.check_ptr(lookup, ip, who.helo) for ip in who.ips]
-    results += [dnschecks.check_spf(lookup, who.return_path_domain, ip, helo=who.helo)
-                for ip in who.ips]
-    results += [dnschecks.check_spf(lookup, who.helo, ip, helo=who.helo, identity="helo")
-                for ip in who.ips]
+    results += [
+        dnschecks.check_spf(lookup, who.return_path_domain, ip, helo=who.helo) for ip in who.ips
+    ]
+    results += [
+        dnschecks.check_spf(lookup, who.helo, ip, helo=who.helo, identity="helo") for ip in who.ips
+    ]
     results += [check_dkim(lookup, k.domain, k.selector, k.pem, kind=k.kind) for k in who.keys]
     if not any(k.kind == "dkim" for k in who.keys):
         results.append(_no_rsa_key(bool(who.keys)))
     dmarc, policy = dnschecks.check_dmarc(lookup, who.from_domain)
     results.append(dmarc)
-    results.append(dnschecks.check_alignment(who.from_domain, who.dkim_domain,
-                                             who.return_path_domain, policy))
+    results.append(
+        dnschecks.check_alignment(who.from_domain, who.dkim_domain, who.return_path_domain, policy)
+    )
     results.append(dnschecks.check_return_path(lookup, who.return_path_domain))
     results.append(dnschecks.check_from_mx(lookup, who.from_domain))
     results += [dnschecks.check_dnsbl(lookup, ip, zone) for ip in who.ips for zone in zones]
@@ -141,20 +148,29 @@ def _dns_results(lookup: Lookup, who: Identity, zones: Sequence[str]) -> list[Ch
 
 
 def _no_rsa_key(ed25519: bool) -> CheckResult:
-    remedy = ("bulkmail dkim keygen --domain <your domain> --selector <s> --out keys, then set "
-              "[dkim] domain, selector and key_file")
+    remedy = (
+        "bulkmail dkim keygen --domain <your domain> --selector <s> --out keys, then set "
+        "[dkim] domain, selector and key_file"
+    )
     if ed25519:
-        return failed("dkim", "", "only an Ed25519 key is configured: receivers that do not "
-                      "verify Ed25519 see the mail as unsigned (RFC 8463: sign with RSA too)",
-                      remedy)
+        return failed(
+            "dkim",
+            "",
+            "only an Ed25519 key is configured: receivers that do not "
+            "verify Ed25519 see the mail as unsigned (RFC 8463: sign with RSA too)",
+            remedy,
+        )
     return failed("dkim", "", "no DKIM key configured: mail goes out unsigned", remedy)
 
 
 async def _tls_results(settings: Settings, probe: str | None) -> list[CheckResult]:
     results = []
     if settings.sender.mode == "relay":
-        results.append(await tlscheck.check_relay_tls(transport_settings(settings),
-                                                      settings.relay.password_env))
+        results.append(
+            await tlscheck.check_relay_tls(
+                transport_settings(settings), settings.relay.password_env
+            )
+        )
     else:
         results.append(dnschecks.check_tls_policy(settings.sender.tls))
     if probe:
@@ -163,15 +179,25 @@ async def _tls_results(settings: Settings, probe: str | None) -> list[CheckResul
         except ValueError as exc:
             raise ConfigError(f"--probe: {exc}") from None
         ca_file = str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None
-        results.append(await tlscheck.probe_mx(host, port, helo=settings.sender.helo,
-                                               ca_file=ca_file,
-                                               timeout=min(settings.timeouts.greeting,
-                                                           tlscheck.TIMEOUT_CAP)))
+        results.append(
+            await tlscheck.probe_mx(
+                host,
+                port,
+                helo=settings.sender.helo,
+                ca_file=ca_file,
+                timeout=min(settings.timeouts.greeting, tlscheck.TIMEOUT_CAP),
+            )
+        )
     return results
 
 
-def run_checks(settings: Settings, *, ips: Sequence[str] = (), from_domain: str | None = None,
-               probe: str | None = None) -> Report:
+def run_checks(
+    settings: Settings,
+    *,
+    ips: Sequence[str] = (),
+    from_domain: str | None = None,
+    probe: str | None = None,
+) -> Report:
     """Run every readiness check for the configured sender (plus ``ips``) and summarise."""
     who = identity_from_settings(settings, ips, from_domain)
     lookup = Lookup.from_settings(settings.dns)

@@ -55,8 +55,9 @@ def record_to_publish(domain: str, selector: str, key: PrivateKey) -> str:
     return txt_record_text(record_name(domain, selector), split_txt(dns_txt_value(key)))
 
 
-def check_dkim(lookup: Lookup, domain: str, selector: str, private_key_pem: bytes, *,
-               kind: str = "dkim") -> CheckResult:
+def check_dkim(
+    lookup: Lookup, domain: str, selector: str, private_key_pem: bytes, *, kind: str = "dkim"
+) -> CheckResult:
     """The key record at ``selector._domainkey.domain`` matches the private key and a
     signature made with it verifies. ``private_key_pem`` must load (the caller checked)."""
     key = load_private_key(private_key_pem)
@@ -74,20 +75,30 @@ def check_dkim(lookup: Lookup, domain: str, selector: str, private_key_pem: byte
     except LookupFailed as exc:
         return inconclusive(kind, name, f"DNS gave no answer: {exc}")
     if refusal is not None:
-        return failed(kind, name, f"the record matches the key, but a test signature did not "
-                      f"verify: {refusal}", publish)
+        return failed(
+            kind,
+            name,
+            f"the record matches the key, but a test signature did not verify: {refusal}",
+            publish,
+        )
     size = f", {bits} bits" if bits else ""
     if bits is not None and bits < RECOMMENDED_RSA_BITS:
-        return warned(kind, name, f"rsa key{size}: a test signature verifies, but "
-                      f"{RECOMMENDED_RSA_BITS} bits are recommended",
-                      f"bulkmail dkim keygen --domain {domain} --selector <new selector> "
-                      f"--bits {RECOMMENDED_RSA_BITS}, publish it, then switch [dkim] to it")
-    return passed(kind, name, f"{record.key_type} key{size}: matches the configured key, and "
-                  "a test signature verifies")
+        return warned(
+            kind,
+            name,
+            f"rsa key{size}: a test signature verifies, but "
+            f"{RECOMMENDED_RSA_BITS} bits are recommended",
+            f"bulkmail dkim keygen --domain {domain} --selector <new selector> "
+            f"--bits {RECOMMENDED_RSA_BITS}, publish it, then switch [dkim] to it",
+        )
+    return passed(
+        kind,
+        name,
+        f"{record.key_type} key{size}: matches the configured key, and a test signature verifies",
+    )
 
 
-def _fetch_record(lookup: Lookup, kind: str, name: str, publish: str
-                  ) -> DkimRecord | CheckResult:
+def _fetch_record(lookup: Lookup, kind: str, name: str, publish: str) -> DkimRecord | CheckResult:
     """The one key record at ``name``, parsed; else the result saying what is wrong."""
     try:
         texts = lookup.txt(name)
@@ -96,8 +107,12 @@ def _fetch_record(lookup: Lookup, kind: str, name: str, publish: str
     if not texts:
         return failed(kind, name, f"no DKIM key record at {name}", publish)
     if len(texts) > 1:
-        return failed(kind, name, f"{name} has {len(texts)} TXT records; publish exactly one",
-                      f"delete all but: {publish}")
+        return failed(
+            kind,
+            name,
+            f"{name} has {len(texts)} TXT records; publish exactly one",
+            f"delete all but: {publish}",
+        )
     try:
         return parse_dkim_record(texts[0])
     except ValueError as exc:
@@ -115,8 +130,10 @@ def _record_problem(record: DkimRecord, key: PrivateKey) -> str | None:
     except ValueError as exc:
         return f"the published key is unreadable: {exc}"
     if bits is not None and bits < MIN_RSA_BITS:
-        return (f"the published key has {bits} bits; receivers ignore keys under "
-                f"{MIN_RSA_BITS} (RFC 8301)")
+        return (
+            f"the published key has {bits} bits; receivers ignore keys under "
+            f"{MIN_RSA_BITS} (RFC 8301)"
+        )
     if not public_key_matches(key, record.public_key):
         return "the published key is not the public half of the configured private key"
     return None
@@ -146,8 +163,9 @@ def _sign_and_verify(lookup: Lookup, domain: str, selector: str, pem: bytes) -> 
     collected = _Collected()
     logger.addHandler(collected)
     try:
-        ok = dkim.DKIM(signed, logger=logger, minkey=MIN_RSA_BITS,
-                       timeout=lookup.timeout).verify(dnsfunc=lookup.dkim_txt)
+        ok = dkim.DKIM(signed, logger=logger, minkey=MIN_RSA_BITS, timeout=lookup.timeout).verify(
+            dnsfunc=lookup.dkim_txt
+        )
     except dkim.DKIMException as exc:
         return str(exc)
     if ok:

@@ -19,8 +19,10 @@ from bulkmail.errors import InputError
 from bulkmail.readiness.rules import txt_record_text
 from bulkmail.signing import dns_txt_value, generate_private_key, load_private_key, split_txt
 
-_LABELS = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*")
+_LABELS = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*"
+)
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,21 @@ class GeneratedKey:
     def config_lines(self) -> list[str]:
         """The ``[dkim]`` settings that use this key."""
         prefix = "ed25519_" if self.algorithm == "ed25519" else ""
-        return ["[dkim]", f'domain = "{self.domain}"', f'{prefix}selector = "{self.selector}"',
-                f'{prefix}key_file = "{self.key_file}"']
+        return [
+            "[dkim]",
+            f'domain = "{self.domain}"',
+            f'{prefix}selector = "{self.selector}"',
+            f'{prefix}key_file = "{self.key_file}"',
+        ]
 
     def as_dict(self) -> dict[str, object]:
-        return {"key_file": str(self.key_file), "name": self.record_name, "type": "TXT",
-                "strings": list(self.strings), "record": self.zone_line}
+        return {
+            "key_file": str(self.key_file),
+            "name": self.record_name,
+            "type": "TXT",
+            "strings": list(self.strings),
+            "record": self.zone_line,
+        }
 
 
 def _name(what: str, value: str) -> str:
@@ -63,8 +74,10 @@ def _name(what: str, value: str) -> str:
 def write_private(path: Path, data: bytes, *, force: bool) -> None:
     """Write ``data`` to ``path`` with mode 0600; refuse to replace a file unless ``force``."""
     if path.exists() and not force:
-        raise InputError(f"{path} exists; pass --force to replace it (the old key stops "
-                         "working once its record is replaced)")
+        raise InputError(
+            f"{path} exists; pass --force to replace it (the old key stops "
+            "working once its record is replaced)"
+        )
     target = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp") if force else path
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -83,8 +96,15 @@ def write_private(path: Path, data: bytes, *, force: bool) -> None:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def generate_dkim_key(domain: str, selector: str, *, algorithm: str = "rsa", bits: int = 2048,
-                      out_dir: Path = Path("."), force: bool = False) -> GeneratedKey:
+def generate_dkim_key(
+    domain: str,
+    selector: str,
+    *,
+    algorithm: str = "rsa",
+    bits: int = 2048,
+    out_dir: Path = Path("."),
+    force: bool = False,
+) -> GeneratedKey:
     """Generate a key, write it to ``out_dir/<selector>._domainkey.<domain>.pem``, and return
     the record to publish. InputError / SigningError for bad arguments."""
     domain, selector = _name("domain", domain), _name("selector", selector)

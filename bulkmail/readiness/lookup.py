@@ -48,8 +48,9 @@ def _absolute(name: str) -> str:
 class Lookup:
     """Answers questions through one resolver; see the module docstring for the contract."""
 
-    def __init__(self, nameservers: Sequence[str] = (), port: int = 53,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, nameservers: Sequence[str] = (), port: int = 53, timeout: float = 5.0
+    ) -> None:
         if nameservers:
             resolver = dns.resolver.Resolver(configure=False)
             resolver.nameservers = list(nameservers)
@@ -57,8 +58,10 @@ class Lookup:
             try:
                 resolver = dns.resolver.Resolver()  # the system's (/etc/resolv.conf)
             except dns.resolver.NoResolverConfiguration:
-                raise ConfigError("dns.nameservers: none set, and the system names no DNS "
-                                  "server (/etc/resolv.conf)") from None
+                raise ConfigError(
+                    "dns.nameservers: none set, and the system names no DNS "
+                    "server (/etc/resolv.conf)"
+                ) from None
         resolver.port = port
         resolver.timeout = timeout
         resolver.lifetime = timeout
@@ -100,8 +103,10 @@ class Lookup:
 
     def mx(self, name: str) -> list[tuple[int, str]]:
         """(preference, exchange) of each MX record; a null MX's exchange is "." (RFC 7505)."""
-        return [(r.preference, r.exchange.to_text(omit_final_dot=True))
-                for r in self.records(name, "MX")]
+        return [
+            (r.preference, r.exchange.to_text(omit_final_dot=True))
+            for r in self.records(name, "MX")
+        ]
 
     def dkim_txt(self, name: bytes | str, timeout: float = 5.0) -> bytes | None:
         """dkimpy's ``dnsfunc``: the first TXT record of ``name`` (strings joined), or None."""
@@ -109,8 +114,9 @@ class Lookup:
         records = self.txt(text.rstrip("."))
         return records[0].encode("ascii") if records else None
 
-    def spf_dns(self, name: str, qtype: str, strict: bool = True,
-                timeout: float = 0.0) -> list[tuple[tuple[str, str], Any]]:
+    def spf_dns(
+        self, name: str, qtype: str, strict: bool = True, timeout: float = 0.0
+    ) -> list[tuple[tuple[str, str], Any]]:
         """pyspf's ``DNSLookup`` contract, answered by this resolver (see ``spf_lookups``)."""
         try:
             rdatas = self.records(name, qtype) if qtype != "SPF" else []

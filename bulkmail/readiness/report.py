@@ -39,13 +39,21 @@ def render(report: Report, console: Console) -> None:
     if todo:
         console.print(Text("To do:", style="bold"))
         for r in todo:
-            console.print(Text(f"  {r.check}: ", style=STYLES[r.status]) + Text(r.remedy),
-                          soft_wrap=True, markup=False, highlight=False)
+            console.print(
+                Text(f"  {r.check}: ", style=STYLES[r.status]) + Text(r.remedy),
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
     console.print(_requirements_table(report))
     for r in report.providers:
-        console.print(Text(f"{r.subject}: ", style="bold") +
-                      Text(_MET[r.status], style=STYLES[r.status]) + Text(f" - {r.detail}"),
-                      soft_wrap=True, highlight=False)
+        console.print(
+            Text(f"{r.subject}: ", style="bold")
+            + Text(_MET[r.status], style=STYLES[r.status])
+            + Text(f" - {r.detail}"),
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def _requirements_table(report: Report) -> Table:
@@ -54,8 +62,11 @@ def _requirements_table(report: Report) -> Table:
     for provider in PROVIDERS:
         table.add_column(provider, no_wrap=True)
     for verdict in report.requirements:
-        cells = [Text(_MET[verdict.status], style=STYLES[verdict.status])
-                 if provider in verdict.providers else Text("-", style="dim")
-                 for provider in PROVIDERS]
+        cells = [
+            Text(_MET[verdict.status], style=STYLES[verdict.status])
+            if provider in verdict.providers
+            else Text("-", style="dim")
+            for provider in PROVIDERS
+        ]
         table.add_row(Text(verdict.name), *cells)
     return table

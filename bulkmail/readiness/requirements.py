@@ -66,8 +66,9 @@ def requirement_status(requirement: Requirement, results: Sequence[CheckResult])
 
 def summarise(results: Sequence[CheckResult]) -> list[Verdict]:
     """Each requirement's verdict, in ``REQUIREMENTS`` order."""
-    return [Verdict(req.text, requirement_status(req, results), req.providers)
-            for req in REQUIREMENTS]
+    return [
+        Verdict(req.text, requirement_status(req, results), req.providers) for req in REQUIREMENTS
+    ]
 
 
 def provider_verdicts(verdicts: Sequence[Verdict]) -> list[CheckResult]:

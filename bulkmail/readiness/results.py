@@ -39,8 +39,12 @@ class CheckResult:
         return f"{self.kind} {self.subject}" if self.subject else self.kind
 
     def as_dict(self) -> dict[str, str]:
-        return {"check": self.check, "status": self.status, "detail": self.detail,
-                "remedy": self.remedy}
+        return {
+            "check": self.check,
+            "status": self.status,
+            "detail": self.detail,
+            "remedy": self.remedy,
+        }
 
 
 def passed(kind: str, subject: str, detail: str) -> CheckResult:

@@ -24,11 +24,31 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from publicsuffixlist import PublicSuffixList
 
 #: Words that providers' reverse-DNS names use for dynamic or residential addresses.
-GENERIC_WORDS = frozenset({
-    "adsl", "broadband", "cable", "client", "clients", "cust", "customer", "dhcp", "dial",
-    "dialup", "dsl", "dyn", "dynamic", "dynip", "pool", "ppp", "pppoe", "residential",
-    "unassigned", "vdsl", "xdsl",
-})
+GENERIC_WORDS = frozenset(
+    {
+        "adsl",
+        "broadband",
+        "cable",
+        "client",
+        "clients",
+        "cust",
+        "customer",
+        "dhcp",
+        "dial",
+        "dialup",
+        "dsl",
+        "dyn",
+        "dynamic",
+        "dynip",
+        "pool",
+        "ppp",
+        "pppoe",
+        "residential",
+        "unassigned",
+        "vdsl",
+        "xdsl",
+    }
+)
 RECOMMENDED_RSA_BITS = 2048
 MIN_RSA_BITS = 1024
 DMARC_POLICIES = ("none", "quarantine", "reject")
@@ -38,6 +58,7 @@ _NUMBER = re.compile(r"\d+")
 
 
 # -- PTR -------------------------------------------------------------------------------------
+
 
 def generic_ptr_reason(name: str, ip: str) -> str | None:
     """Why ``name`` looks like an ISP's generic reverse name for ``ip`` (None: it does not).
@@ -51,7 +72,7 @@ def generic_ptr_reason(name: str, ip: str) -> str | None:
         octets = [int(part) for part in str(address).split(".")]
         numbers = [int(n) for n in _NUMBER.findall(lowered)]
         for run in (octets, octets[::-1]):
-            if any(numbers[i:i + 4] == run for i in range(len(numbers) - 3)):
+            if any(numbers[i : i + 4] == run for i in range(len(numbers) - 3)):
                 return f"it contains the address's octets ({ip})"
         if f"{int(address):08x}" in lowered:
             return f"it contains the address in hex ({int(address):08x})"
@@ -67,6 +88,7 @@ def generic_ptr_reason(name: str, ip: str) -> str | None:
 
 
 # -- DKIM key records ------------------------------------------------------------------------
+
 
 def parse_tag_list(text: str) -> dict[str, str]:
     """An RFC 6376 §3.2 tag list ("v=DKIM1; k=rsa; p=...") as a dict; ValueError if broken."""
@@ -143,6 +165,7 @@ def txt_record_text(name: str, strings: Sequence[str]) -> str:
 
 # -- SPF -------------------------------------------------------------------------------------
 
+
 def spf_records(texts: Sequence[str]) -> list[str]:
     """The SPF records among a name's TXT records (RFC 7208 §4.5: "v=spf1" then space or end)."""
     return [t for t in texts if t.lower() == "v=spf1" or t.lower().startswith("v=spf1 ")]
@@ -170,6 +193,7 @@ def spf_record_for(ips: Sequence[str]) -> str:
 
 # -- DMARC -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DmarcPolicy:
     """The parts of a DMARC record the checks need (RFC 7489 §6.3)."""
@@ -188,8 +212,12 @@ def dmarc_records(texts: Sequence[str]) -> list[str]:
 def parse_dmarc(text: str) -> DmarcPolicy:
     """Read a DMARC record; ValueError when its syntax is broken."""
     tags = {k.lower(): v for k, v in parse_tag_list(text).items()}
-    return DmarcPolicy(tags.get("p", "").lower() or None, tags.get("adkim", "r").lower(),
-                       tags.get("aspf", "r").lower(), text)
+    return DmarcPolicy(
+        tags.get("p", "").lower() or None,
+        tags.get("adkim", "r").lower(),
+        tags.get("aspf", "r").lower(),
+        text,
+    )
 
 
 def dmarc_problem(policy: DmarcPolicy) -> str | None:
@@ -224,6 +252,7 @@ def aligned(from_domain: str, other: str, mode: str = "r") -> bool:
 
 # -- blocklists ------------------------------------------------------------------------------
 
+
 def dnsbl_query_name(ip: str, zone: str) -> str:
     """The name to look up (RFC 5782 §2): reversed octets (IPv6: nibbles) under the zone."""
     reverse = ipaddress.ip_address(ip).reverse_pointer
@@ -251,6 +280,7 @@ def dnsbl_verdict(addresses: Sequence[str]) -> str | None:
 
 
 # -- one-click unsubscribe -------------------------------------------------------------------
+
 
 def unsubscribe_url_problem(url: str) -> str | None:
     """Why the configured unsubscribe URL fails RFC 8058 / the providers (None: it does not)."""

@@ -39,8 +39,9 @@ async def check_relay_tls(settings: TransportSettings, password_env: str) -> Che
         raise ValueError("check_relay_tls needs relay settings")
     subject = f"relay {relay.host}:{relay.port}"
     connector = Connector(dataclasses.replace(settings, timeouts=capped(settings.timeouts)))
-    credentials = (f"check [relay] username and the password in ${password_env}"
-                   + ("" if relay.password else f" (${password_env} is not set)"))
+    credentials = f"check [relay] username and the password in ${password_env}" + (
+        "" if relay.password else f" (${password_env} is not set)"
+    )
     try:
         opened = await connector.open([])
     except AuthenticationError as exc:
@@ -48,20 +49,32 @@ async def check_relay_tls(settings: TransportSettings, password_env: str) -> Che
     if not isinstance(opened, Session):
         text = f"{opened.reply.code} {opened.reply.text}"
         if opened.stage == "tls":
-            return failed("tls", subject, f"TLS failed: {text}",
-                          "set [relay] ca_file to the CA certificate that issued the smart "
-                          f"host's certificate (which must name {relay.host})")
+            return failed(
+                "tls",
+                subject,
+                f"TLS failed: {text}",
+                "set [relay] ca_file to the CA certificate that issued the smart "
+                f"host's certificate (which must name {relay.host})",
+            )
         if opened.stage == "auth":
             return inconclusive("tls", subject, f"AUTH failed for now: {text}", credentials)
-        return failed("tls", subject, f"no session ({opened.stage}): {text}",
-                      "check [relay] host, port and security, and that the firewall lets "
-                      f"this machine reach {relay.host}:{relay.port}")
+        return failed(
+            "tls",
+            subject,
+            f"no session ({opened.stage}): {text}",
+            "check [relay] host, port and security, and that the firewall lets "
+            f"this machine reach {relay.host}:{relay.port}",
+        )
     tls = opened.tls
     await opened.close()
     done = f"{tls.version or 'TLS'}, certificate verified"
     if relay.username is None:
-        return warned("tls", subject, f"{done}; AUTH not tried (no [relay] username)",
-                      '[relay] username = "<your smart-host user>"')
+        return warned(
+            "tls",
+            subject,
+            f"{done}; AUTH not tried (no [relay] username)",
+            '[relay] username = "<your smart-host user>"',
+        )
     return passed("tls", subject, f"{done}, AUTH as {relay.username!r} accepted")
 
 
@@ -88,36 +101,54 @@ def _tls_error(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-async def probe_mx(host: str, port: int, *, helo: str, ca_file: str | None,
-                   timeout: float = TIMEOUT_CAP) -> CheckResult:
+async def probe_mx(
+    host: str, port: int, *, helo: str, ca_file: str | None, timeout: float = TIMEOUT_CAP
+) -> CheckResult:
     """Open a session to ``host``: is STARTTLS offered, does the certificate verify?"""
     subject = f"probe {host}:{port}"
     context = verifying_context(ca_file)
-    smtp = SMTP(hostname=host, port=port, local_hostname=helo, timeout=timeout,
-                start_tls=False, use_tls=False)
+    smtp = SMTP(
+        hostname=host,
+        port=port,
+        local_hostname=helo,
+        timeout=timeout,
+        start_tls=False,
+        use_tls=False,
+    )
     try:
         await smtp.connect()
         await smtp.ehlo()
         if not smtp.supports_extension("starttls"):
-            return warned("tls", subject, f"{host} does not offer STARTTLS: mail to it goes "
-                          "in plaintext", "nothing to do on your side; the receiver lacks TLS")
+            return warned(
+                "tls",
+                subject,
+                f"{host} does not offer STARTTLS: mail to it goes in plaintext",
+                "nothing to do on your side; the receiver lacks TLS",
+            )
         try:
             await smtp.starttls(server_hostname=host, tls_context=context)
         except (SMTPException, OSError) as exc:
             error = _tls_error(exc)
             if isinstance(error, ssl.SSLCertVerificationError):
-                return warned("tls", subject, f"STARTTLS offered, certificate not verified: "
-                              f"{error.verify_message}", "if this is your own MX or smart "
-                              "host, install a certificate from a public CA (or set "
-                              "[sender] ca_file)")
+                return warned(
+                    "tls",
+                    subject,
+                    f"STARTTLS offered, certificate not verified: {error.verify_message}",
+                    "if this is your own MX or smart "
+                    "host, install a certificate from a public CA (or set "
+                    "[sender] ca_file)",
+                )
             raise
         ssl_object = smtp.get_transport_info("ssl_object")
         version = ssl_object.version() if ssl_object is not None else "TLS"
         return passed("tls", subject, f"STARTTLS: {version}, certificate verified for {host}")
     except (SMTPException, OSError) as exc:
-        return failed("tls", subject, f"no SMTP session with {host}:{port}: "
-                      f"{exc or type(exc).__name__}",
-                      "is outbound port 25 blocked by your provider? ask them to open it, or "
-                      'send through a smart host ([sender] mode = "relay")')
+        return failed(
+            "tls",
+            subject,
+            f"no SMTP session with {host}:{port}: {exc or type(exc).__name__}",
+            "is outbound port 25 blocked by your provider? ask them to open it, or "
+            'send through a smart host ([sender] mode = "relay")',
+        )
     finally:
         smtp.close()

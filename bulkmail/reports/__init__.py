@@ -11,5 +11,12 @@ from bulkmail.reports.export import bench_export, export_events, parse_since
 from bulkmail.reports.lines import campaign_lines, format_campaign_line
 from bulkmail.reports.model import CampaignReport
 
-__all__ = ["CampaignReport", "bench_export", "build_report", "campaign_lines", "export_events",
-           "format_campaign_line", "parse_since"]
+__all__ = [
+    "CampaignReport",
+    "bench_export",
+    "build_report",
+    "campaign_lines",
+    "export_events",
+    "format_campaign_line",
+    "parse_since",
+]

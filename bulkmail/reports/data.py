@@ -50,36 +50,59 @@ DELIVERED = (SENT, COMPLAINED)  # accepted by the receiving server
 ENDED = (SENT, COMPLAINED, BOUNCED, EXPIRED, FAILED)  # attempted and final
 
 
-def build_report(db: Database, campaign_id: int, *, top: int = 20, buckets: int = 60,
-                 reasons: int = 10) -> CampaignReport:
+def build_report(
+    db: Database, campaign_id: int, *, top: int = 20, buckets: int = 60, reasons: int = 10
+) -> CampaignReport:
     """The report of one campaign: ``top`` destinations, ``reasons`` per kind, a timeline of at
     most ``buckets`` buckets. NotFoundError if there is no such campaign."""
     c = get_campaign(db, campaign_id)
     with db.session() as s:
         counts = dict.fromkeys(DELIVERY_STATES, 0)
-        counts.update(_pairs(s, "SELECT state, COUNT(*) FROM deliveries WHERE campaign_id = :cid "
-                                "GROUP BY state", campaign_id))
-        events = _pairs(s, "SELECT kind, COUNT(*) FROM events WHERE campaign_id = :cid "
-                           "GROUP BY kind ORDER BY kind", campaign_id)
+        counts.update(
+            _pairs(
+                s,
+                "SELECT state, COUNT(*) FROM deliveries WHERE campaign_id = :cid GROUP BY state",
+                campaign_id,
+            )
+        )
+        events = _pairs(
+            s,
+            "SELECT kind, COUNT(*) FROM events WHERE campaign_id = :cid "
+            "GROUP BY kind ORDER BY kind",
+            campaign_id,
+        )
         destinations = _destinations(s, campaign_id, top)
         grouped = _reasons(s, campaign_id, reasons)
         start = c.started_at
         if start is None:
-            start = s.execute(text("SELECT MIN(first_attempt_at) FROM deliveries "
-                                   "WHERE campaign_id = :cid"), {"cid": campaign_id}).scalar()
+            start = s.execute(
+                text("SELECT MIN(first_attempt_at) FROM deliveries WHERE campaign_id = :cid"),
+                {"cid": campaign_id},
+            ).scalar()
         timeline = _timeline(s, campaign_id, start, buckets, sqlite=db.sqlite)
         timing = _timing(s, campaign_id, start, timeline)
     categories: dict[str, int] = defaultdict(int)
     for r in grouped.get("bounced", []):
         categories[r.category] += r.count
-    campaign = {"id": c.id, "name": c.name, "state": c.state, "subject": c.subject,
-                "scheduled_at": c.scheduled_at, "started_at": c.started_at,
-                "finished_at": c.finished_at}
+    campaign = {
+        "id": c.id,
+        "name": c.name,
+        "state": c.state,
+        "subject": c.subject,
+        "scheduled_at": c.scheduled_at,
+        "started_at": c.started_at,
+        "finished_at": c.finished_at,
+    }
     return CampaignReport(
-        campaign=campaign, total=sum(counts.values()), counts=counts, events=events,
-        destinations=destinations, reasons=grouped,
+        campaign=campaign,
+        total=sum(counts.values()),
+        counts=counts,
+        events=events,
+        destinations=destinations,
+        reasons=grouped,
         bounce_categories=dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))),
-        timeline=timeline, timing=timing,
+        timeline=timeline,
+        timing=timing,
     )
 
 
@@ -97,25 +120,40 @@ def _destinations(s: Any, campaign_id: int, top: int) -> list[Destination]:
         f"SUM(CASE WHEN state IN ({_in_list(list(states))}) THEN 1 ELSE 0 END)"
         for states in (DELIVERED, (BOUNCED,), (EXPIRED,), (FAILED,), (QUEUED, SENDING, DEFERRED))
     )
-    rows = s.execute(text(f"""
+    rows = s.execute(
+        text(f"""
         SELECT domain, COUNT(*) AS total, {sums} FROM deliveries WHERE campaign_id = :cid
         GROUP BY domain ORDER BY total DESC, domain LIMIT :top"""),
-        {"cid": campaign_id, "top": top}).all()
+        {"cid": campaign_id, "top": top},
+    ).all()
     if not rows:
         return []
     detail = _DomainDetail(s, campaign_id, [r[0] for r in rows])
-    deferrals, attempts, mx, replies = (detail.deferrals(), detail.attempts(), detail.mx(),
-                                        detail.replies())
+    deferrals, attempts, mx, replies = (
+        detail.deferrals(),
+        detail.attempts(),
+        detail.mx(),
+        detail.replies(),
+    )
     out = []
     for domain, total, sent, bounced, expired, failed, pending in rows:
         n_deferrals, n_deferred = deferrals.get(domain, (0, 0))
-        out.append(Destination(
-            domain=domain, mx_host=mx.get(domain), total=int(total), sent=int(sent),
-            deferred=n_deferred, bounced=int(bounced), expired=int(expired), failed=int(failed),
-            pending=int(pending), deferrals=n_deferrals,
-            median_attempts=median_from_histogram(attempts.get(domain, {})),
-            reply=pick_reply(replies.get(domain, [])),
-        ))
+        out.append(
+            Destination(
+                domain=domain,
+                mx_host=mx.get(domain),
+                total=int(total),
+                sent=int(sent),
+                deferred=n_deferred,
+                bounced=int(bounced),
+                expired=int(expired),
+                failed=int(failed),
+                pending=int(pending),
+                deferrals=n_deferrals,
+                median_attempts=median_from_histogram(attempts.get(domain, {})),
+                reply=pick_reply(replies.get(domain, [])),
+            )
+        )
     return out
 
 
@@ -131,11 +169,14 @@ class _DomainDetail:
 
     def deferrals(self) -> dict[str, tuple[int, int]]:
         """domain: (deferral events, deliveries deferred at least once)."""
-        return {d: (int(n), int(k)) for d, n, k in self._rows(f"""
+        return {
+            d: (int(n), int(k))
+            for d, n, k in self._rows(f"""
             SELECT d.domain, COUNT(*), COUNT(DISTINCT e.delivery_id)
             FROM events e JOIN deliveries d ON d.id = e.delivery_id
             WHERE e.campaign_id = :cid AND e.kind = '{DEFERRED}' AND d.domain IN :domains
-            GROUP BY d.domain""")}
+            GROUP BY d.domain""")
+        }
 
     def attempts(self) -> dict[str, dict[int, int]]:
         """domain: {attempts: deliveries} (the histogram the median comes from)."""
@@ -171,10 +212,13 @@ class _DomainDetail:
 
 def _reasons(s: Any, campaign_id: int, limit: int) -> dict[str, list[Reason]]:
     """Events per kind grouped by enhanced code (basic code when there is none), most first."""
-    rows = s.execute(text(f"""
+    rows = s.execute(
+        text(f"""
         SELECT kind, code, enhanced, COUNT(*), MIN(text) FROM events
         WHERE campaign_id = :cid AND kind IN ({_in_list(list(REASON_KINDS))})
-        GROUP BY kind, code, enhanced"""), {"cid": campaign_id}).all()
+        GROUP BY kind, code, enhanced"""),
+        {"cid": campaign_id},
+    ).all()
     merged: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     for kind, code, enhanced, n, example in rows:
         merged[(kind, enhanced or f"code {code}")].append((code, enhanced, example, int(n)))
@@ -183,8 +227,9 @@ def _reasons(s: Any, campaign_id: int, limit: int) -> dict[str, list[Reason]]:
         reply = pick_reply(group)
         assert reply is not None
         count = sum(g[3] for g in group)
-        out[kind].append(Reason(kind, reply.enhanced, reply.code, count,
-                                _category(kind, reply), str(reply)))
+        out[kind].append(
+            Reason(kind, reply.enhanced, reply.code, count, _category(kind, reply), str(reply))
+        )
     for kind in out:
         out[kind].sort(key=lambda r: (-r.count, r.enhanced or "", r.code or 0))
         del out[kind][limit:]
@@ -202,46 +247,58 @@ def _bucket_sql(column: str, sqlite: bool) -> str:
     return f"CAST({ratio} AS INTEGER)" if sqlite else f"CAST(FLOOR({ratio}) AS INTEGER)"
 
 
-def _timeline(s: Any, campaign_id: int, start: float | None, max_buckets: int,
-              sqlite: bool) -> Timeline:
+def _timeline(
+    s: Any, campaign_id: int, start: float | None, max_buckets: int, sqlite: bool
+) -> Timeline:
     """Outcomes per bucket of time from the start of the send to its last outcome."""
     if start is None:
         return Timeline(None, 0.0)
-    end = s.execute(text(f"""
+    end = s.execute(
+        text(f"""
         SELECT MAX(t) FROM (
             SELECT MAX(finished_at) AS t FROM deliveries WHERE campaign_id = :cid
             UNION ALL
             SELECT MAX(created_at) AS t FROM events
             WHERE campaign_id = :cid AND kind = '{DEFERRED}') AS ends"""),
-        {"cid": campaign_id}).scalar()
+        {"cid": campaign_id},
+    ).scalar()
     span = max((end or start) - start, 0.0)
     width = bucket_width(span, max_buckets)
     n = bucket_count(span, width, max_buckets)
     grid = [dict.fromkeys(TIMELINE_SERIES, 0) for _ in range(n)]
     params = {"cid": campaign_id, "t0": start, "width": width}
     ended = _in_list(list(ENDED))
-    for b, state, count in s.execute(text(f"""
-            SELECT {_bucket_sql('finished_at', sqlite)} AS b, state, COUNT(*) FROM deliveries
+    for b, state, count in s.execute(
+        text(f"""
+            SELECT {_bucket_sql("finished_at", sqlite)} AS b, state, COUNT(*) FROM deliveries
             WHERE campaign_id = :cid AND finished_at IS NOT NULL AND state IN ({ended})
-            GROUP BY 1, 2"""), params).all():
+            GROUP BY 1, 2"""),
+        params,
+    ).all():
         series = SENT if state in DELIVERED else state
         grid[min(max(int(b), 0), n - 1)][series] += int(count)
-    for b, count in s.execute(text(f"""
-            SELECT {_bucket_sql('created_at', sqlite)} AS b, COUNT(*) FROM events
-            WHERE campaign_id = :cid AND kind = '{DEFERRED}' GROUP BY 1"""), params).all():
+    for b, count in s.execute(
+        text(f"""
+            SELECT {_bucket_sql("created_at", sqlite)} AS b, COUNT(*) FROM events
+            WHERE campaign_id = :cid AND kind = '{DEFERRED}' GROUP BY 1"""),
+        params,
+    ).all():
         grid[min(max(int(b), 0), n - 1)]["deferred"] += int(count)
-    return Timeline(start, width, TIMELINE_SERIES,
-                    [Bucket(i * width, counts) for i, counts in enumerate(grid)])
+    return Timeline(
+        start, width, TIMELINE_SERIES, [Bucket(i * width, counts) for i, counts in enumerate(grid)]
+    )
 
 
 def _timing(s: Any, campaign_id: int, start: float | None, timeline: Timeline) -> Timing:
     """First and last delivery, last outcome and rates, in seconds after the start."""
-    row = s.execute(text(f"""
+    row = s.execute(
+        text(f"""
         SELECT MIN(CASE WHEN state IN ({_in_list(list(DELIVERED))}) THEN finished_at END),
                MAX(CASE WHEN state IN ({_in_list(list(DELIVERED))}) THEN finished_at END),
                MAX(finished_at), COUNT(finished_at)
         FROM deliveries WHERE campaign_id = :cid AND state IN ({_in_list(list(ENDED))})"""),
-        {"cid": campaign_id}).one()
+        {"cid": campaign_id},
+    ).one()
     first, last, last_outcome, finished = row[0], row[1], row[2], int(row[3] or 0)
 
     def after(t: float | None) -> float | None:
@@ -251,5 +308,12 @@ def _timing(s: Any, campaign_id: int, start: float | None, timeline: Timeline) -
     rate = finished / elapsed if elapsed and finished else None
     peak = max((b.done for b in timeline.buckets), default=0)
     peak_rate = peak / timeline.bucket_seconds if peak and timeline.bucket_seconds else None
-    return Timing(started_at=start, first_delivery=after(first), last_delivery=after(last),
-                  last_outcome=elapsed, finished=finished, rate=rate, peak_rate=peak_rate)
+    return Timing(
+        started_at=start,
+        first_delivery=after(first),
+        last_delivery=after(last),
+        last_outcome=elapsed,
+        finished=finished,
+        rate=rate,
+        peak_rate=peak_rate,
+    )

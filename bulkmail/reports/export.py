@@ -25,10 +25,26 @@ from bulkmail.errors import InputError
 
 BATCH = 5000
 FORMATS = ("csv", "jsonl")
-COLUMNS = ("id", "created_at", "time", "kind", "campaign_id", "delivery_id", "subscriber_id",
-           "email", "code", "enhanced", "text", "mx_host", "attempt", "source")
-_SELECT = ("id, created_at, kind, campaign_id, delivery_id, subscriber_id, email, code, "
-           "enhanced, text, mx_host, attempt, source")
+COLUMNS = (
+    "id",
+    "created_at",
+    "time",
+    "kind",
+    "campaign_id",
+    "delivery_id",
+    "subscriber_id",
+    "email",
+    "code",
+    "enhanced",
+    "text",
+    "mx_host",
+    "attempt",
+    "source",
+)
+_SELECT = (
+    "id, created_at, kind, campaign_id, delivery_id, subscriber_id, email, code, "
+    "enhanced, text, mx_host, attempt, source"
+)
 _RELATIVE = re.compile(r"(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+")
 
 
@@ -48,15 +64,16 @@ def parse_since(value: str, now: float) -> float:
     try:
         when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise InputError(f"--since {value!r}: expected e.g. '2h', '3d', '2025-05-01', "
-                         "'2025-05-01T09:00' or UNIX seconds") from None
+        raise InputError(
+            f"--since {value!r}: expected e.g. '2h', '3d', '2025-05-01', "
+            "'2025-05-01T09:00' or UNIX seconds"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 
-def _batches(db: Database, campaign_id: int | None, since: float | None,
-             batch: int) -> Any:
+def _batches(db: Database, campaign_id: int | None, since: float | None, batch: int) -> Any:
     """Rows of the event log in id order, ``batch`` at a time, each in a short transaction."""
     where, params = ["id > :last"], {"limit": batch}
     if campaign_id is not None:
@@ -65,13 +82,13 @@ def _batches(db: Database, campaign_id: int | None, since: float | None,
     if since is not None:
         where.append("created_at >= :since")
         params["since"] = since  # type: ignore[assignment]
-    sql = text(f"SELECT {_SELECT} FROM events WHERE {' AND '.join(where)} "
-               "ORDER BY id LIMIT :limit")
+    sql = text(f"SELECT {_SELECT} FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT :limit")
     last = 0
     if since is not None:  # start at the first recent event (ix_events_created), not at id 1
         with db.session() as s:
-            first = s.execute(text("SELECT MIN(id) FROM events WHERE created_at >= :since"),
-                              {"since": since}).scalar()
+            first = s.execute(
+                text("SELECT MIN(id) FROM events WHERE created_at >= :since"), {"since": since}
+            ).scalar()
         if first is None:
             return
         last = first - 1
@@ -100,8 +117,14 @@ def _iso(t: float | None) -> str | None:
     return f"{_iso_second(second)}.{ms:03d}+00:00"
 
 
-def export_events(db: Database, out: TextIO, campaign_id: int | None = None,
-                  since: float | None = None, fmt: str = "csv", batch: int = BATCH) -> int:
+def export_events(
+    db: Database,
+    out: TextIO,
+    campaign_id: int | None = None,
+    since: float | None = None,
+    fmt: str = "csv",
+    batch: int = BATCH,
+) -> int:
     """Write the events (of one campaign, from ``since`` on) to ``out`` in id order, as CSV with
     a header row or as JSON Lines; returns how many were written. Memory: one batch."""
     if fmt not in FORMATS:
@@ -115,9 +138,13 @@ def export_events(db: Database, out: TextIO, campaign_id: int | None = None,
             writer.writerows((r[0], r[1], _iso(r[1]), *r[2:]) for r in rows)
         else:
             out.writelines(
-                json.dumps(dict(zip(COLUMNS, (r[0], r[1], _iso(r[1]), *r[2:]), strict=True)),
-                           ensure_ascii=False) + "\n"
-                for r in rows)
+                json.dumps(
+                    dict(zip(COLUMNS, (r[0], r[1], _iso(r[1]), *r[2:]), strict=True)),
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for r in rows
+            )
         count += len(rows)
     return count
 
@@ -131,19 +158,24 @@ BENCH_SOURCE = "bench"
 def _insert_synthetic(db: Database, n: int, now: float) -> None:
     """n events made by the database itself (a recursive CTE / generate_series): no rows cross
     into Python, so inserting does not disturb the memory measurement."""
-    columns = ("kind, campaign_id, delivery_id, subscriber_id, email, code, enhanced, text, "
-               "mx_host, attempt, source, created_at")
-    values = (f"CASE WHEN x % 3 = 0 THEN 'bounced' ELSE 'deferred' END, {BENCH_CAMPAIGN}, x, x, "
-              "'user' || x || '@example.test', CASE WHEN x % 3 = 0 THEN 550 ELSE 451 END, "
-              "CASE WHEN x % 3 = 0 THEN '5.1.1' ELSE '4.7.1' END, "
-              "'synthetic reply for a benchmark of the export', 'mx.example.test', 1, "
-              f"'{BENCH_SOURCE}', :now + x * 0.001")
+    columns = (
+        "kind, campaign_id, delivery_id, subscriber_id, email, code, enhanced, text, "
+        "mx_host, attempt, source, created_at"
+    )
+    values = (
+        f"CASE WHEN x % 3 = 0 THEN 'bounced' ELSE 'deferred' END, {BENCH_CAMPAIGN}, x, x, "
+        "'user' || x || '@example.test', CASE WHEN x % 3 = 0 THEN 550 ELSE 451 END, "
+        "CASE WHEN x % 3 = 0 THEN '5.1.1' ELSE '4.7.1' END, "
+        "'synthetic reply for a benchmark of the export', 'mx.example.test', 1, "
+        f"'{BENCH_SOURCE}', :now + x * 0.001"
+    )
     if db.sqlite:
-        sql = (f"WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < :n) "
-               f"INSERT INTO events ({columns}) SELECT {values} FROM g")
+        sql = (
+            f"WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < :n) "
+            f"INSERT INTO events ({columns}) SELECT {values} FROM g"
+        )
     else:
-        sql = (f"INSERT INTO events ({columns}) SELECT {values} "
-               "FROM generate_series(1, :n) AS g(x)")
+        sql = f"INSERT INTO events ({columns}) SELECT {values} FROM generate_series(1, :n) AS g(x)"
     with db.session() as s:
         s.execute(text(sql), {"n": n, "now": now})
     if db.sqlite:  # read from the database file, as a settled log would be, not a huge WAL
@@ -171,12 +203,20 @@ def bench_export(db_url: str, n: int = 1_000_000, fmt: str = "csv") -> dict[str,
         seconds = time.perf_counter() - started
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         with db.session() as s:
-            s.execute(text("DELETE FROM events WHERE campaign_id = :cid AND source = :src"),
-                      {"cid": BENCH_CAMPAIGN, "src": BENCH_SOURCE})
+            s.execute(
+                text("DELETE FROM events WHERE campaign_id = :cid AND source = :src"),
+                {"cid": BENCH_CAMPAIGN, "src": BENCH_SOURCE},
+            )
     finally:
         db.dispose()
-    return {"events": n, "rows": rows, "format": fmt, "insert_seconds": round(inserted, 3),
-            "seconds": round(seconds, 3),
-            "rows_per_second": round(rows / seconds) if seconds > 0 else None,
-            "rss_before_mb": round(rss_before / 1024, 1), "peak_rss_mb": round(rss_peak / 1024, 1),
-            "rss_growth_mb": round((rss_peak - rss_before) / 1024, 1)}
+    return {
+        "events": n,
+        "rows": rows,
+        "format": fmt,
+        "insert_seconds": round(inserted, 3),
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows / seconds) if seconds > 0 else None,
+        "rss_before_mb": round(rss_before / 1024, 1),
+        "peak_rss_mb": round(rss_peak / 1024, 1),
+        "rss_growth_mb": round((rss_peak - rss_before) / 1024, 1),
+    }

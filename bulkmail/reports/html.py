@@ -21,17 +21,32 @@ from bulkmail.reports.model import CampaignReport, format_rate, format_seconds
 TEMPLATE = "report.html.j2"
 
 #: One colour per outcome, the same in every chart.
-OUTCOME_COLORS = {"sent": "#2e7d32", "deferred": "#f9a825", "bounced": "#c62828",
-                  "expired": "#757575", "failed": "#6a1b9a", "pending": "#90caf9"}
-CATEGORY_COLORS = {"hard": "#c62828", "policy": "#ef6c00", "quota": "#f9a825",
-                   "content": "#6a1b9a", "protocol": "#283593", "soft": "#00838f",
-                   "unknown": "#757575"}
+OUTCOME_COLORS = {
+    "sent": "#2e7d32",
+    "deferred": "#f9a825",
+    "bounced": "#c62828",
+    "expired": "#757575",
+    "failed": "#6a1b9a",
+    "pending": "#90caf9",
+}
+CATEGORY_COLORS = {
+    "hard": "#c62828",
+    "policy": "#ef6c00",
+    "quota": "#f9a825",
+    "content": "#6a1b9a",
+    "protocol": "#283593",
+    "soft": "#00838f",
+    "unknown": "#757575",
+}
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent)),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     env.filters.update(seconds=format_seconds, rate=format_rate, time=format_time)
     return env
@@ -44,9 +59,14 @@ def timeline_chart(report: CampaignReport) -> str:
     values = [[b.counts.get(name, 0) for name in t.series] for b in t.buckets]
     width = format_seconds(t.bucket_seconds)
     return svg.stacked_columns(
-        "chart-timeline", "Deliveries over time by outcome",
+        "chart-timeline",
+        "Deliveries over time by outcome",
         f"Outcomes per {width} since the send started: sent, deferred (deferral events), "
-        "bounced, expired and failed deliveries.", labels, series, values)
+        "bounced, expired and failed deliveries.",
+        labels,
+        series,
+        values,
+    )
 
 
 def destinations_chart(report: CampaignReport) -> str:
@@ -55,16 +75,26 @@ def destinations_chart(report: CampaignReport) -> str:
     rows = report.destinations
     values = [[getattr(d, name) for name in names] for d in rows]
     return svg.stacked_rows(
-        "chart-destinations", "Outcome per destination",
+        "chart-destinations",
+        "Outcome per destination",
         f"Deliveries of the top {len(rows)} recipient domains by outcome.",
-        [d.domain for d in rows], series, values)
+        [d.domain for d in rows],
+        series,
+        values,
+    )
 
 
 def categories_chart(report: CampaignReport) -> str:
-    parts = [(svg.Series(name, CATEGORY_COLORS.get(name, "#757575")), n)
-             for name, n in report.bounce_categories.items()]
-    return svg.donut("chart-bounces", "Bounce categories",
-                     "Bounce events by category (hard, policy, quota, content, ...).", parts)
+    parts = [
+        (svg.Series(name, CATEGORY_COLORS.get(name, "#757575")), n)
+        for name, n in report.bounce_categories.items()
+    ]
+    return svg.donut(
+        "chart-bounces",
+        "Bounce categories",
+        "Bounce events by category (hard, policy, quota, content, ...).",
+        parts,
+    )
 
 
 def _compact(seconds: float) -> str:
@@ -78,11 +108,15 @@ def render_html(report: CampaignReport, generated_at: float | None = None) -> st
     stamp = generated_at if generated_at is not None else dt.datetime.now(dt.UTC).timestamp()
     template = _environment().get_template(TEMPLATE)
     return template.render(
-        r=report, generated_at=stamp, colors=OUTCOME_COLORS,
+        r=report,
+        generated_at=stamp,
+        colors=OUTCOME_COLORS,
         counts=[(k, v) for k, v in report.counts.items() if v],
-        charts={"timeline": Markup(timeline_chart(report)),
-                "destinations": Markup(destinations_chart(report)),
-                "bounces": Markup(categories_chart(report))},
+        charts={
+            "timeline": Markup(timeline_chart(report)),
+            "destinations": Markup(destinations_chart(report)),
+            "bounces": Markup(categories_chart(report)),
+        },
     )
 
 

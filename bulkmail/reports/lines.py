@@ -25,17 +25,26 @@ def campaign_lines(db: Database) -> list[dict[str, Any]]:
     total, done, pending, progress (done/total, 0..1), the counts of sent, deferred, bounced,
     expired, failed, skipped, and rate (finished deliveries per second, or None)."""
     with db.session() as s:
-        campaigns = s.execute(text(
-            "SELECT id, name, state, scheduled_at, started_at, finished_at FROM campaigns "
-            "ORDER BY id")).all()
+        campaigns = s.execute(
+            text(
+                "SELECT id, name, state, scheduled_at, started_at, finished_at FROM campaigns "
+                "ORDER BY id"
+            )
+        ).all()
         counts: dict[int, dict[str, int]] = {}
-        for cid, state, n in s.execute(text(
-                "SELECT campaign_id, state, COUNT(*) FROM deliveries "
-                "GROUP BY campaign_id, state")).all():
+        for cid, state, n in s.execute(
+            text("SELECT campaign_id, state, COUNT(*) FROM deliveries GROUP BY campaign_id, state")
+        ).all():
             counts.setdefault(cid, {})[state] = int(n)
-        last: dict[int, float] = {cid: t for cid, t in s.execute(text(
-            "SELECT campaign_id, MAX(finished_at) FROM deliveries "
-            "WHERE finished_at IS NOT NULL GROUP BY campaign_id")).all()}
+        last: dict[int, float] = {
+            cid: t
+            for cid, t in s.execute(
+                text(
+                    "SELECT campaign_id, MAX(finished_at) FROM deliveries "
+                    "WHERE finished_at IS NOT NULL GROUP BY campaign_id"
+                )
+            ).all()
+        }
     out = []
     for cid, name, state, scheduled_at, started_at, finished_at in campaigns:
         c = counts.get(cid, {})
@@ -43,15 +52,25 @@ def campaign_lines(db: Database) -> list[dict[str, Any]]:
         done = sum(c.get(k, 0) for k in FINAL_STATES)
         attempted = sum(c.get(k, 0) for k in _ATTEMPTED)
         elapsed = (last[cid] - started_at) if cid in last and started_at is not None else None
-        out.append({
-            "id": cid, "name": name, "state": state, "scheduled_at": scheduled_at,
-            "started_at": started_at, "finished_at": finished_at, "total": total,
-            "done": done, "pending": sum(c.get(k, 0) for k in PENDING_STATES),
-            "progress": done / total if total else 0.0,
-            **{k: c.get(k, 0) for k in ("sent", "deferred", "bounced", "expired", "failed",
-                                        "skipped")},
-            "rate": attempted / elapsed if elapsed and elapsed > 0 and attempted else None,
-        })
+        out.append(
+            {
+                "id": cid,
+                "name": name,
+                "state": state,
+                "scheduled_at": scheduled_at,
+                "started_at": started_at,
+                "finished_at": finished_at,
+                "total": total,
+                "done": done,
+                "pending": sum(c.get(k, 0) for k in PENDING_STATES),
+                "progress": done / total if total else 0.0,
+                **{
+                    k: c.get(k, 0)
+                    for k in ("sent", "deferred", "bounced", "expired", "failed", "skipped")
+                },
+                "rate": attempted / elapsed if elapsed and elapsed > 0 and attempted else None,
+            }
+        )
     return out
 
 
@@ -66,7 +85,9 @@ def format_campaign_line(row: dict[str, Any]) -> str:
     """One ``campaign_lines`` row as a line of text:
     ``   3  May news            running    sched 2025-05-01 09:00Z  120/200 (60%) ...``."""
     pct = f"{row['progress'] * 100:.0f}%"
-    return (f"{row['id']:>4}  {row['name'][:24]:<24} {row['state']:<9} "
-            f"sched {format_time(row['scheduled_at']):<17} "
-            f"{row['done']}/{row['total']} ({pct}) sent {row['sent']} "
-            f"deferred {row['deferred']} bounced {row['bounced']}  {format_rate(row['rate'])}")
+    return (
+        f"{row['id']:>4}  {row['name'][:24]:<24} {row['state']:<9} "
+        f"sched {format_time(row['scheduled_at']):<17} "
+        f"{row['done']}/{row['total']} ({pct}) sent {row['sent']} "
+        f"deferred {row['deferred']} bounced {row['bounced']}  {format_rate(row['rate'])}"
+    )

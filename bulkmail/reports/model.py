@@ -18,8 +18,28 @@ from typing import Any
 TIMELINE_SERIES = ("sent", "deferred", "bounced", "expired", "failed")
 
 #: Widths a timeline bucket may take (seconds): readable steps from one second to a week.
-NICE_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
-               43200, 86400, 172800, 604800)
+NICE_WIDTHS = (
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    10800,
+    21600,
+    43200,
+    86400,
+    172800,
+    604800,
+)
 
 
 @dataclass(frozen=True)
@@ -162,7 +182,7 @@ def merge_buckets(timeline: Timeline, at_most: int) -> Timeline:
     group = math.ceil(len(buckets) / at_most)
     merged = []
     for i in range(0, len(buckets), group):
-        part = buckets[i:i + group]
+        part = buckets[i : i + group]
         counts = {s: sum(b.counts.get(s, 0) for b in part) for s in timeline.series}
         merged.append(Bucket(part[0].start, counts))
     return Timeline(timeline.start, timeline.bucket_seconds * group, timeline.series, merged)
@@ -183,7 +203,7 @@ def pick_reply(rows: Sequence[ReplyRow]) -> ReplySummary | None:
 
 
 def format_seconds(seconds: float | None) -> str:
-    """"0.8s", "42.0s", "3m20s", "2h5m" for people; "-" for nothing."""
+    """ "0.8s", "42.0s", "3m20s", "2h5m" for people; "-" for nothing."""
     if seconds is None:
         return "-"
     if seconds < 60:

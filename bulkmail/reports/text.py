@@ -19,9 +19,12 @@ BAR_WIDTH = 30
 def print_report(report: CampaignReport, console: Console) -> None:
     """Print every section of ``report`` on ``console``."""
     c = report.campaign
-    console.print(f"[bold]Campaign {c['id']}[/bold] {c['name']!r}: {c['state']}, "
-                  f"{report.total} deliveries, started {format_time(c['started_at'])}, "
-                  f"finished {format_time(c['finished_at'])}", highlight=False)
+    console.print(
+        f"[bold]Campaign {c['id']}[/bold] {c['name']!r}: {c['state']}, "
+        f"{report.total} deliveries, started {format_time(c['started_at'])}, "
+        f"finished {format_time(c['finished_at'])}",
+        highlight=False,
+    )
     console.print(_counts(report))
     if report.events:
         console.print("Events: " + ", ".join(f"{k} {v}" for k, v in report.events.items()))
@@ -31,22 +34,25 @@ def print_report(report: CampaignReport, console: Console) -> None:
         if rows:
             console.print(_reasons(kind, report))
     if report.bounce_categories:
-        console.print("Bounce categories: " + ", ".join(
-            f"{k} {v}" for k, v in report.bounce_categories.items()), highlight=False)
+        console.print(
+            "Bounce categories: "
+            + ", ".join(f"{k} {v}" for k, v in report.bounce_categories.items()),
+            highlight=False,
+        )
     console.print(_timeline(report))
 
 
 def _table(title: str, *columns: str, numeric: tuple[str, ...] = ()) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold")
     for col in columns:
-        table.add_column(col, justify="right" if col in numeric else "left",
-                         overflow="fold")
+        table.add_column(col, justify="right" if col in numeric else "left", overflow="fold")
     return table
 
 
 def _counts(report: CampaignReport) -> Table:
-    table = _table("Deliveries by state", "State", "Deliveries", "Share",
-                   numeric=("Deliveries", "Share"))
+    table = _table(
+        "Deliveries by state", "State", "Deliveries", "Share", numeric=("Deliveries", "Share")
+    )
     for state, n in report.counts.items():
         if n:
             table.add_row(state, str(n), f"{100 * n / report.total:.1f}%")
@@ -62,39 +68,69 @@ def _timing(report: CampaignReport) -> Table:
     table.add_row("last outcome after start", format_seconds(t.last_outcome))
     table.add_row("finished deliveries", str(t.finished))
     table.add_row("rate over the send", format_rate(t.rate))
-    table.add_row(f"peak rate ({format_seconds(report.timeline.bucket_seconds)} buckets)",
-                  format_rate(t.peak_rate))
+    table.add_row(
+        f"peak rate ({format_seconds(report.timeline.bucket_seconds)} buckets)",
+        format_rate(t.peak_rate),
+    )
     return table
 
 
 def _destinations(report: CampaignReport) -> Table:
     numeric = ("Total", "Sent", "Deferred", "Bounced", "Expired", "Pending", "Attempts")
-    table = _table("Destinations", "Domain", "MX host", *numeric, "Most common reply",
-                   numeric=numeric)
+    table = _table(
+        "Destinations", "Domain", "MX host", *numeric, "Most common reply", numeric=numeric
+    )
     for d in report.destinations:
         median = "-" if d.median_attempts is None else f"{d.median_attempts:g}"
         reply = f"{d.reply} (x{d.reply.count})" if d.reply else "-"
-        table.add_row(d.domain, d.mx_host or "-", str(d.total), str(d.sent), str(d.deferred),
-                      str(d.bounced), str(d.expired), str(d.pending), median, reply)
-    table.caption = ("Deferred: deliveries deferred at least once. Attempts: median. "
-                     "Pending: queued, sending or awaiting a retry.")
+        table.add_row(
+            d.domain,
+            d.mx_host or "-",
+            str(d.total),
+            str(d.sent),
+            str(d.deferred),
+            str(d.bounced),
+            str(d.expired),
+            str(d.pending),
+            median,
+            reply,
+        )
+    table.caption = (
+        "Deferred: deliveries deferred at least once. Attempts: median. "
+        "Pending: queued, sending or awaiting a retry."
+    )
     return table
 
 
 def _reasons(kind: str, report: CampaignReport) -> Table:
-    table = _table(f"{kind.capitalize()}: reasons", "Code", "Events", "Category", "Example reply",
-                   numeric=("Events",))
+    table = _table(
+        f"{kind.capitalize()}: reasons",
+        "Code",
+        "Events",
+        "Category",
+        "Example reply",
+        numeric=("Events",),
+    )
     for r in report.reasons[kind]:
-        table.add_row(r.enhanced or (str(r.code) if r.code is not None else "-"), str(r.count),
-                      r.category, r.example)
+        table.add_row(
+            r.enhanced or (str(r.code) if r.code is not None else "-"),
+            str(r.count),
+            r.category,
+            r.example,
+        )
     return table
 
 
 def _timeline(report: CampaignReport) -> Table:
     timeline = merge_buckets(report.timeline, TIMELINE_ROWS)
     series = timeline.series
-    table = _table(f"Outcomes per {format_seconds(timeline.bucket_seconds)}", "From",
-                   *series, "", numeric=("From", *series))
+    table = _table(
+        f"Outcomes per {format_seconds(timeline.bucket_seconds)}",
+        "From",
+        *series,
+        "",
+        numeric=("From", *series),
+    )
     peak = max((sum(b.counts.values()) for b in timeline.buckets), default=0) or 1
     for b in timeline.buckets:
         bar = "█" * round(BAR_WIDTH * sum(b.counts.values()) / peak)

@@ -36,12 +36,28 @@ from bulkmail.signing.keys import load_private_key
 
 #: Headers signed when present (REFERENCE.md, "DKIM").
 SIGNED_HEADERS: tuple[str, ...] = (
-    "from", "to", "subject", "date", "message-id", "mime-version", "content-type",
-    "reply-to", "list-id", "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "reply-to",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "feedback-id",
 )
 #: Headers listed once more than they occur, so an added copy breaks the signature.
 OVERSIGNED: tuple[str, ...] = (
-    "from", "subject", "date", "to", "message-id", "list-unsubscribe", "list-unsubscribe-post",
+    "from",
+    "subject",
+    "date",
+    "to",
+    "message-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
 )
 #: Headers that relays add or rewrite: signing them would break every signature in transit.
 NEVER_SIGNED = frozenset({"return-path", "received", "dkim-signature"})
@@ -122,12 +138,16 @@ def body_hash(body: bytes) -> bytes:
     return base64.b64encode(hashlib.sha256(canonicalize_body(body)).digest())
 
 
-def header_list(headers: Sequence[Header], signed: Iterable[str], oversigned: Iterable[str]
-                ) -> list[str]:
+def header_list(
+    headers: Sequence[Header], signed: Iterable[str], oversigned: Iterable[str]
+) -> list[str]:
     """The ``h=`` names: present signed headers in message order, then the oversigned ones."""
     signed_set = set(signed)
-    names = [n for n in (name.decode("ascii", "replace").strip().lower() for name, _ in headers)
-             if n in signed_set]
+    names = [
+        n
+        for n in (name.decode("ascii", "replace").strip().lower() for name, _ in headers)
+        if n in signed_set
+    ]
     names.extend(oversigned)
     if "from" not in names:
         names.append("from")  # RFC 6376 §5.4: From MUST be signed
@@ -175,8 +195,10 @@ def _fold_base64(value: str, first_column: int) -> str:
 
 def _check_name(kind: str, value: str) -> str:
     if not value.isascii() or not _NAME_OK.fullmatch(value):
-        raise SigningError(f"DKIM {kind} {value!r} is not a valid ASCII DNS label sequence "
-                           "(use the xn-- form for international domains)")
+        raise SigningError(
+            f"DKIM {kind} {value!r} is not a valid ASCII DNS label sequence "
+            "(use the xn-- form for international domains)"
+        )
     return value.lower()
 
 
@@ -196,9 +218,14 @@ def _normalise_names(names: Iterable[str]) -> tuple[str, ...]:
 class DkimSigner:
     """Signs messages for one domain and selector with one key (RSA or Ed25519)."""
 
-    def __init__(self, private_key_pem: bytes, domain: str, selector: str,
-                 headers: Sequence[str] = SIGNED_HEADERS,
-                 oversign: Sequence[str] = OVERSIGNED) -> None:
+    def __init__(
+        self,
+        private_key_pem: bytes,
+        domain: str,
+        selector: str,
+        headers: Sequence[str] = SIGNED_HEADERS,
+        oversign: Sequence[str] = OVERSIGNED,
+    ) -> None:
         self._key = load_private_key(private_key_pem)
         self.domain = _check_name("domain", domain)
         self.selector = _check_name("selector", selector)
@@ -206,8 +233,13 @@ class DkimSigner:
         self.headers = _normalise_names([*headers, *self.oversigned])
         self._ed25519 = isinstance(self._key, ed25519.Ed25519PrivateKey)
         self.algorithm = "ed25519-sha256" if self._ed25519 else "rsa-sha256"
-        self._head_tokens = ["v=1;", f"a={self.algorithm};", "c=relaxed/relaxed;",
-                             f"d={self.domain};", f"s={self.selector};"]
+        self._head_tokens = [
+            "v=1;",
+            f"a={self.algorithm};",
+            "c=relaxed/relaxed;",
+            f"d={self.domain};",
+            f"s={self.selector};",
+        ]
 
     def signature_header(self, message: bytes, timestamp: int | None = None) -> bytes:
         """The complete ``DKIM-Signature: …\\r\\n`` header field for this message."""
@@ -217,8 +249,13 @@ class DkimSigner:
         h_tokens = [f"{n}:" for n in names]
         h_tokens[0] = "h=" + h_tokens[0]
         h_tokens[-1] = h_tokens[-1][:-1] + ";"
-        tokens = [*self._head_tokens, f"t={stamp};", *h_tokens,
-                  f"bh={body_hash(body).decode('ascii')};", "b="]
+        tokens = [
+            *self._head_tokens,
+            f"t={stamp};",
+            *h_tokens,
+            f"bh={body_hash(body).decode('ascii')};",
+            "b=",
+        ]
         value = _fold(tokens, len("DKIM-Signature: "))
         to_hash = [canonicalize_header(name, raw) for name, raw in select_headers(headers, names)]
         to_hash.append(canonicalize_header(b"DKIM-Signature", value.encode("ascii"))[:-2])
@@ -238,8 +275,7 @@ class DkimSigner:
         return self._key.sign(data, _PKCS1V15, _SHA256)  # type: ignore[call-arg]
 
 
-def sign_all(signers: Sequence[DkimSigner], message: bytes, timestamp: int | None = None
-             ) -> bytes:
+def sign_all(signers: Sequence[DkimSigner], message: bytes, timestamp: int | None = None) -> bytes:
     """Sign the original message with every signer (e.g. RSA and Ed25519); prepend all headers.
 
     The first signer's header ends up on top. With no signers the message is returned as is.
@@ -255,13 +291,15 @@ def _time_signing(count: int = 2000) -> None:
 
     from bulkmail.signing.keys import generate_private_key
 
-    line = b"        <td class=3D\"x\">Lorem ipsum dolor sit amet, consectetur elit.</td>\r\n"
-    sample = (b"From: News <news@example.com>\r\nTo: someone@example.org\r\n"
-              b"Subject: Weekly news\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
-              b"Message-ID: <1@example.com>\r\nMIME-Version: 1.0\r\n"
-              b"Content-Type: text/html; charset=utf-8\r\n"
-              b"List-Unsubscribe: <https://example.com/u/abc>\r\n"
-              b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n" + line * 250)
+    line = b'        <td class=3D"x">Lorem ipsum dolor sit amet, consectetur elit.</td>\r\n'
+    sample = (
+        b"From: News <news@example.com>\r\nTo: someone@example.org\r\n"
+        b"Subject: Weekly news\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        b"Message-ID: <1@example.com>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n"
+        b"List-Unsubscribe: <https://example.com/u/abc>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n" + line * 250
+    )
     for algorithm in ("rsa", "ed25519"):
         signer = DkimSigner(generate_private_key(algorithm), "example.com", "s1")
         seconds = timeit.timeit(functools.partial(signer.signature_header, sample), number=count)

@@ -47,9 +47,7 @@ def load_private_key(pem: bytes) -> PrivateKey:
         return key
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key
-    raise SigningError(
-        f"DKIM key type {type(key).__name__} is not supported; use RSA or Ed25519"
-    )
+    raise SigningError(f"DKIM key type {type(key).__name__} is not supported; use RSA or Ed25519")
 
 
 def generate_private_key(algorithm: str = "rsa", bits: int = 2048) -> bytes:

@@ -55,7 +55,7 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Robots-Tag": "noindex, nofollow",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
 
 
@@ -99,8 +99,11 @@ class _Pages:
     """The HTML pages under ``templates/unsubscribe``, autoescaped."""
 
     def __init__(self, directory: Path) -> None:
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory),
-                                      autoescape=True, undefined=jinja2.StrictUndefined)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(directory),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
 
     def render(self, name: str, status: int, **context: Any) -> Response:
         html = self.env.get_template(name).render(**context)
@@ -155,8 +158,9 @@ def _is_one_click(fields: FormData | dict[str, list[str]]) -> bool:
     return "One-Click" in values
 
 
-def create_app(backend: Backend, path: str = "/unsubscribe/{token}",
-               templates_dir: Path | None = None) -> Starlette:
+def create_app(
+    backend: Backend, path: str = "/unsubscribe/{token}", templates_dir: Path | None = None
+) -> Starlette:
     """The ASGI app answering at ``path`` (a Starlette route path containing ``{token}``)."""
     pages = _Pages(templates_dir or bundled_templates_dir() / "unsubscribe")
 
@@ -171,8 +175,13 @@ def create_app(backend: Backend, path: str = "/unsubscribe/{token}",
         target = await call(backend.lookup, request.path_params["token"])
         if target is None:
             return pages.render("invalid.html", 404)
-        return pages.render("confirm.html", 200, list_name=target.list_name,
-                            email=mask_email(target.email), subscribed=target.subscribed)
+        return pages.render(
+            "confirm.html",
+            200,
+            list_name=target.list_name,
+            email=mask_email(target.email),
+            subscribed=target.subscribed,
+        )
 
     async def one_click(request: Request) -> Response:
         body = await _read_body(request)
@@ -185,8 +194,12 @@ def create_app(backend: Backend, path: str = "/unsubscribe/{token}",
         outcome = await call(backend.unsubscribe, request.path_params["token"], source)
         if outcome is None:
             return pages.render("invalid.html", 404)
-        return pages.render("done.html", 200, list_name=outcome.target.list_name,
-                            email=mask_email(outcome.target.email))
+        return pages.render(
+            "done.html",
+            200,
+            list_name=outcome.target.list_name,
+            email=mask_email(outcome.target.email),
+        )
 
     async def unavailable(request: Request, exc: Exception) -> Response:
         return pages.render("error.html", 503, problem="unavailable")

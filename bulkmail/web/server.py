@@ -25,8 +25,10 @@ def app_path(settings: Settings) -> str:
     """The route path of the endpoint, from ``[unsubscribe] url``; ConfigError if unusable."""
     url = settings.unsubscribe.url
     if not _URL_RE.fullmatch(url):
-        raise ConfigError(f"{settings.source}: unsubscribe.url: not a plain http(s) URL "
-                          f"(with at most one {{token}}, no query): {url!r}")
+        raise ConfigError(
+            f"{settings.source}: unsubscribe.url: not a plain http(s) URL "
+            f"(with at most one {{token}}, no query): {url!r}"
+        )
     return route_path(url)
 
 
@@ -35,12 +37,24 @@ def build_app(settings: Settings, db: Database) -> Starlette:
     return create_app(DatabaseBackend(db, settings.secret()), app_path(settings))
 
 
-def serve(settings: Settings, db: Database, host: str = "127.0.0.1", port: int = 8080,
-          access_log: bool = False) -> None:
+def serve(
+    settings: Settings,
+    db: Database,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    access_log: bool = False,
+) -> None:
     """Serve the endpoint until SIGINT or SIGTERM."""
     app = build_app(settings, db)
-    config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=access_log,
-                            server_header=False, log_level="info")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=access_log,
+        server_header=False,
+        log_level="info",
+    )
     try:
         uvicorn.Server(config).run()
     finally:

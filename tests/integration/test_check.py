@@ -47,8 +47,10 @@ RP = "bounces.sender.test"
 DKIM_NAME = f"s1._domainkey.{DOMAIN}"
 PASSWORD = "relay-secret-42"
 #: A 512-bit RSA public key (SPKI, base64): too short for any receiver.
-SHORT_KEY = ("MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKGY9WpsAAokMSu3uUtV1+FZG8Hcem4rGmFKenfjRhrDLFXnHocT"
-             "fUtxGLW41IHkWR/6SF7C3yIA3LzEWWFf+R0CAwEAAQ==")
+SHORT_KEY = (
+    "MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKGY9WpsAAokMSu3uUtV1+FZG8Hcem4rGmFKenfjRhrDLFXnHocT"
+    "fUtxGLW41IHkWR/6SF7C3yIA3LzEWWFf+R0CAwEAAQ=="
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +86,13 @@ class Sender:
         for name, values in sections.items():
             data.setdefault(name, {}).update(values)
         path = self.root / "bulkmail.toml"
-        path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n"
-                                                         for k, v in values.items())
-                                for name, values in data.items()), encoding="utf-8")
+        path.write_text(
+            "".join(
+                f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+                for name, values in data.items()
+            ),
+            encoding="utf-8",
+        )
         return CliRunner().invoke(cli, ["--config", str(path), *args], catch_exceptions=False)
 
 
@@ -120,6 +126,7 @@ def assert_result(result: CheckResult, status: str, *in_detail: str, remedy: str
 
 # -- the whole run -----------------------------------------------------------------------------
 
+
 def test_a_ready_sender_passes_every_check_and_exits_0(sender: Sender) -> None:
     result = sender.cli("check", "--json")
 
@@ -128,11 +135,23 @@ def test_a_ready_sender_passes_every_check_and_exits_0(sender: Sender) -> None:
     assert all(set(row) == {"check", "status", "detail", "remedy"} for row in rows)
     assert [row for row in rows if row["status"] != "pass"] == []
     checks = [row["check"] for row in rows]
-    for expected in (f"ptr {IP}", f"spf {RP} {IP}", f"spf-helo {HELO} {IP}", f"dkim {DKIM_NAME}",
-                     f"dmarc {DOMAIN}", f"alignment {DOMAIN}", f"return-path {RP}",
-                     f"from-mx {DOMAIN}", f"dnsbl bl.test {IP}", f"dnsbl zen.test {IP}",
-                     "tls policy", "unsubscribe", "requirements Gmail", "requirements Yahoo",
-                     "requirements Outlook.com"):
+    for expected in (
+        f"ptr {IP}",
+        f"spf {RP} {IP}",
+        f"spf-helo {HELO} {IP}",
+        f"dkim {DKIM_NAME}",
+        f"dmarc {DOMAIN}",
+        f"alignment {DOMAIN}",
+        f"return-path {RP}",
+        f"from-mx {DOMAIN}",
+        f"dnsbl bl.test {IP}",
+        f"dnsbl zen.test {IP}",
+        "tls policy",
+        "unsubscribe",
+        "requirements Gmail",
+        "requirements Yahoo",
+        "requirements Outlook.com",
+    ):
         assert expected in checks
 
 
@@ -143,8 +162,10 @@ def test_a_failing_check_exits_1_and_the_table_shows_its_remedy(sender: Sender) 
 
     assert result.exit_code == 1
     assert "Sender readiness" in result.output and "Bulk-sender requirements" in result.output
-    assert ('_dmarc.sender.test. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc@sender.test"'
-            in result.output)
+    assert (
+        '_dmarc.sender.test. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc@sender.test"'
+        in result.output
+    )
     assert "NOT MET" in result.output
 
 
@@ -162,13 +183,17 @@ def test_dns_timeouts_are_inconclusive_not_a_crash(sender: Sender) -> None:
     assert statuses["requirements Gmail"] == "inconclusive"
 
 
-@pytest.mark.parametrize("sections, where", [
-    ({"check": {"ips": []}}, "check.ips"),
-    ({"check": {"ips": ["192.0.2.300"]}}, "check.ips"),
-    ({"dkim": {"key_file": "missing.pem"}}, "dkim.key_file"),
-])
-def test_config_errors_exit_2_with_one_line(sender: Sender, sections: dict[str, Any],
-                                            where: str) -> None:
+@pytest.mark.parametrize(
+    "sections, where",
+    [
+        ({"check": {"ips": []}}, "check.ips"),
+        ({"check": {"ips": ["192.0.2.300"]}}, "check.ips"),
+        ({"dkim": {"key_file": "missing.pem"}}, "dkim.key_file"),
+    ],
+)
+def test_config_errors_exit_2_with_one_line(
+    sender: Sender, sections: dict[str, Any], where: str
+) -> None:
     result = sender.cli("check", **sections)
 
     assert result.exit_code == 2
@@ -193,9 +218,21 @@ def test_a_campaign_from_domain_is_checked_with_the_org_domain_dmarc(
     sender.config["database"] = {"url": db_url}
     assert sender.cli("init").exit_code == 0
     assert sender.cli("lists", "create", "news").exit_code == 0
-    created = sender.cli("campaigns", "create", "--name", "May", "--list", "news", "--subject",
-                         "Hi", "--from", "News <news@letters.sender.test>", "--template",
-                         "newsletter", "--json")
+    created = sender.cli(
+        "campaigns",
+        "create",
+        "--name",
+        "May",
+        "--list",
+        "news",
+        "--subject",
+        "Hi",
+        "--from",
+        "News <news@letters.sender.test>",
+        "--template",
+        "newsletter",
+        "--json",
+    )
     campaign_id = json.loads(created.output)["id"]
 
     result = sender.cli("check", "--campaign", str(campaign_id), "--json")
@@ -210,29 +247,40 @@ def test_a_campaign_from_domain_is_checked_with_the_org_domain_dmarc(
 
 # -- PTR -------------------------------------------------------------------------------------
 
+
 def test_ptr_forward_confirmed_and_equal_to_the_ehlo_name_passes(sender: Sender) -> None:
     assert_result(check_ptr(sender.lookup(), IP, HELO), "pass", "forward-confirmed")
 
 
 def test_no_ptr_fails_with_what_to_ask_for(sender: Sender) -> None:
     sender.zone.remove("10.2.0.192.in-addr.arpa")
-    assert_result(check_ptr(sender.lookup(), IP, HELO), "fail", "no PTR",
-                  remedy=f"set its PTR to {HELO}")
+    assert_result(
+        check_ptr(sender.lookup(), IP, HELO), "fail", "no PTR", remedy=f"set its PTR to {HELO}"
+    )
 
 
 def test_ptr_that_does_not_resolve_back_fails(sender: Sender) -> None:
     sender.zone.remove(HELO, "A")
     sender.zone.add(HELO, "A", "192.0.2.99")
-    assert_result(check_ptr(sender.lookup(), IP, HELO), "fail", "not forward-confirmed",
-                  "192.0.2.99", remedy=f"{HELO}. IN A {IP}")
+    assert_result(
+        check_ptr(sender.lookup(), IP, HELO),
+        "fail",
+        "not forward-confirmed",
+        "192.0.2.99",
+        remedy=f"{HELO}. IN A {IP}",
+    )
 
 
 def test_generic_ptr_fails(sender: Sender) -> None:
     sender.zone.remove("10.2.0.192.in-addr.arpa")
     sender.zone.add_ptr(IP, "192-0-2-10.dyn.isp.test.")
     sender.zone.add("192-0-2-10.dyn.isp.test", "A", IP)
-    assert_result(check_ptr(sender.lookup(), IP, HELO), "fail", "looks generic",
-                  remedy=f"set its PTR to {HELO}")
+    assert_result(
+        check_ptr(sender.lookup(), IP, HELO),
+        "fail",
+        "looks generic",
+        remedy=f"set its PTR to {HELO}",
+    )
 
 
 def test_two_ptr_records_fail(sender: Sender) -> None:
@@ -241,8 +289,11 @@ def test_two_ptr_records_fail(sender: Sender) -> None:
 
 
 def test_ehlo_name_other_than_the_ptr_warns_with_the_setting(sender: Sender) -> None:
-    assert_result(check_ptr(sender.lookup(), IP, "out.sender.test"), "warn",
-                  remedy=f'[sender] helo = "{HELO}"')
+    assert_result(
+        check_ptr(sender.lookup(), IP, "out.sender.test"),
+        "warn",
+        remedy=f'[sender] helo = "{HELO}"',
+    )
 
 
 def test_ptr_timeout_is_inconclusive(sender: Sender) -> None:
@@ -251,6 +302,7 @@ def test_ptr_timeout_is_inconclusive(sender: Sender) -> None:
 
 
 # -- SPF -------------------------------------------------------------------------------------
+
 
 def test_spf_pass_for_the_return_path_and_the_ehlo_name(sender: Sender) -> None:
     lookup = sender.lookup()
@@ -266,21 +318,33 @@ def test_spf_evaluation_restores_pyspf_own_lookup(sender: Sender) -> None:
 
 def test_two_spf_records_fail(sender: Sender) -> None:
     sender.zone.add(RP, "TXT", "v=spf1 ip4:198.51.100.1 -all")
-    assert_result(check_spf(sender.lookup(), RP, IP, helo=HELO), "fail", "2 SPF records",
-                  remedy="merge them into one")
+    assert_result(
+        check_spf(sender.lookup(), RP, IP, helo=HELO),
+        "fail",
+        "2 SPF records",
+        remedy="merge them into one",
+    )
 
 
 def test_spf_not_authorising_the_ip_fails_with_the_fixed_record(sender: Sender) -> None:
     sender.zone.remove(RP, "TXT")
     sender.zone.add(RP, "TXT", "v=spf1 ip4:198.51.100.0/24 ~all")
-    assert_result(check_spf(sender.lookup(), RP, IP, helo=HELO), "fail", "softfail",
-                  remedy=f'{RP}. IN TXT "v=spf1 ip4:198.51.100.0/24 ip4:{IP} ~all"')
+    assert_result(
+        check_spf(sender.lookup(), RP, IP, helo=HELO),
+        "fail",
+        "softfail",
+        remedy=f'{RP}. IN TXT "v=spf1 ip4:198.51.100.0/24 ip4:{IP} ~all"',
+    )
 
 
 def test_no_spf_record_fails_with_one_to_publish(sender: Sender) -> None:
     sender.zone.remove(RP, "TXT")
-    assert_result(check_spf(sender.lookup(), RP, IP, helo=HELO), "fail", "no SPF record",
-                  remedy=f'{RP}. IN TXT "v=spf1 ip4:{IP} -all"')
+    assert_result(
+        check_spf(sender.lookup(), RP, IP, helo=HELO),
+        "fail",
+        "no SPF record",
+        remedy=f'{RP}. IN TXT "v=spf1 ip4:{IP} -all"',
+    )
 
 
 def test_spf_over_the_lookup_limit_fails(sender: Sender) -> None:
@@ -288,27 +352,39 @@ def test_spf_over_the_lookup_limit_fails(sender: Sender) -> None:
     for name in includes:
         sender.zone.add(name, "TXT", "v=spf1 ip4:198.51.100.7 -all")
     sender.zone.remove(RP, "TXT")
-    sender.zone.add(RP, "TXT", " ".join(["v=spf1", *(f"include:{n}" for n in includes),
-                                         f"ip4:{IP}", "-all"]))
-    assert_result(check_spf(sender.lookup(), RP, IP, helo=HELO), "fail", "more than 10 DNS",
-                  remedy="ip4:/ip6:")
+    sender.zone.add(
+        RP, "TXT", " ".join(["v=spf1", *(f"include:{n}" for n in includes), f"ip4:{IP}", "-all"])
+    )
+    assert_result(
+        check_spf(sender.lookup(), RP, IP, helo=HELO),
+        "fail",
+        "more than 10 DNS",
+        remedy="ip4:/ip6:",
+    )
 
 
 def test_spf_include_timing_out_is_inconclusive(sender: Sender) -> None:
     sender.zone.remove(RP, "TXT")
     sender.zone.add(RP, "TXT", "v=spf1 include:slow.sender.test -all")
     sender.zone.timeout("slow.sender.test")
-    assert_result(check_spf(sender.lookup(timeout=0.5), RP, IP, helo=HELO), "inconclusive",
-                  "temperror")
+    assert_result(
+        check_spf(sender.lookup(timeout=0.5), RP, IP, helo=HELO), "inconclusive", "temperror"
+    )
 
 
 # -- DKIM ------------------------------------------------------------------------------------
 
-def test_dkim_record_in_split_strings_matching_the_key_passes(sender: Sender,
-                                                              rsa_pem: bytes) -> None:
+
+def test_dkim_record_in_split_strings_matching_the_key_passes(
+    sender: Sender, rsa_pem: bytes
+) -> None:
     assert len(split_txt(record_of(rsa_pem))) > 1  # the fixture publishes several strings
-    assert_result(check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem), "pass", "2048 bits",
-                  "signature verifies")
+    assert_result(
+        check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem),
+        "pass",
+        "2048 bits",
+        "signature verifies",
+    )
 
 
 def test_dkim_record_split_anywhere_is_joined(sender: Sender, rsa_pem: bytes) -> None:
@@ -318,13 +394,18 @@ def test_dkim_record_split_anywhere_is_joined(sender: Sender, rsa_pem: bytes) ->
     assert_result(check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem), "pass")
 
 
-def test_dkim_record_missing_fails_with_the_record_to_publish(sender: Sender,
-                                                              rsa_pem: bytes) -> None:
+def test_dkim_record_missing_fails_with_the_record_to_publish(
+    sender: Sender, rsa_pem: bytes
+) -> None:
     sender.zone.remove(DKIM_NAME)
     result = check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem)
     strings = split_txt(record_of(rsa_pem))
-    assert_result(result, "fail", "no DKIM key record",
-                  remedy=f"{DKIM_NAME}. IN TXT " + " ".join(f'"{s}"' for s in strings))
+    assert_result(
+        result,
+        "fail",
+        "no DKIM key record",
+        remedy=f"{DKIM_NAME}. IN TXT " + " ".join(f'"{s}"' for s in strings),
+    )
 
 
 def test_revoked_dkim_key_fails(sender: Sender, rsa_pem: bytes) -> None:
@@ -342,8 +423,7 @@ def test_too_short_dkim_key_fails(sender: Sender, rsa_pem: bytes) -> None:
 def test_dkim_record_of_another_key_fails(sender: Sender, rsa_pem: bytes) -> None:
     sender.zone.remove(DKIM_NAME)
     sender.zone.add(DKIM_NAME, "TXT", split_txt(record_of(generate_private_key("rsa", 1024))))
-    assert_result(check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem), "fail",
-                  "not the public half")
+    assert_result(check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem), "fail", "not the public half")
 
 
 def test_dkim_record_of_the_wrong_key_type_fails(sender: Sender, rsa_pem: bytes) -> None:
@@ -352,21 +432,24 @@ def test_dkim_record_of_the_wrong_key_type_fails(sender: Sender, rsa_pem: bytes)
     assert_result(check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem), "fail", "k=ed25519")
 
 
-def test_dkim_record_receivers_cannot_use_fails_the_sign_and_verify(sender: Sender,
-                                                                     rsa_pem: bytes) -> None:
+def test_dkim_record_receivers_cannot_use_fails_the_sign_and_verify(
+    sender: Sender, rsa_pem: bytes
+) -> None:
     public = record_of(rsa_pem).split("p=")[1]
     sender.zone.remove(DKIM_NAME)
     sender.zone.add(DKIM_NAME, "TXT", split_txt(f"v=DKIM1; k=rsa; s=tlsrpt; p={public}"))
-    assert_result(check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem), "fail",
-                  "test signature did not verify")
+    assert_result(
+        check_dkim(sender.lookup(), DOMAIN, "s1", rsa_pem), "fail", "test signature did not verify"
+    )
 
 
 def test_dkim_key_of_1024_bits_warns(sender: Sender) -> None:
     pem = generate_private_key("rsa", 1024)
     sender.zone.remove(DKIM_NAME)
     sender.zone.add(DKIM_NAME, "TXT", record_of(pem))
-    assert_result(check_dkim(sender.lookup(), DOMAIN, "s1", pem), "warn", "1024 bits",
-                  remedy="--bits 2048")
+    assert_result(
+        check_dkim(sender.lookup(), DOMAIN, "s1", pem), "warn", "1024 bits", remedy="--bits 2048"
+    )
 
 
 def test_ed25519_key_is_checked_when_configured(sender: Sender) -> None:
@@ -374,12 +457,12 @@ def test_ed25519_key_is_checked_when_configured(sender: Sender) -> None:
     (sender.root / "e1.pem").write_bytes(pem)
     sender.zone.add(f"e1._domainkey.{DOMAIN}", "TXT", record_of(pem))
 
-    report = run_checks(sender.settings(dkim={"ed25519_selector": "e1",
-                                               "ed25519_key_file": "e1.pem"}))
+    report = run_checks(
+        sender.settings(dkim={"ed25519_selector": "e1", "ed25519_key_file": "e1.pem"})
+    )
 
     by_check = {r.check: r for r in report.results}
-    assert_result(by_check[f"dkim-ed25519 e1._domainkey.{DOMAIN}"], "pass",
-                  "signature verifies")
+    assert_result(by_check[f"dkim-ed25519 e1._domainkey.{DOMAIN}"], "pass", "signature verifies")
     assert_result(by_check[f"dkim {DKIM_NAME}"], "pass")
 
 
@@ -387,8 +470,14 @@ def test_an_ed25519_key_alone_fails_the_dkim_requirement(sender: Sender) -> None
     pem = generate_private_key("ed25519")
     (sender.root / "e1.pem").write_bytes(pem)
     sender.zone.add(f"e1._domainkey.{DOMAIN}", "TXT", record_of(pem))
-    settings = sender.settings(dkim={"key_file": "", "selector": "", "ed25519_selector": "e1",
-                                     "ed25519_key_file": "e1.pem"})
+    settings = sender.settings(
+        dkim={
+            "key_file": "",
+            "selector": "",
+            "ed25519_selector": "e1",
+            "ed25519_key_file": "e1.pem",
+        }
+    )
 
     report = run_checks(settings)
 
@@ -399,6 +488,7 @@ def test_an_ed25519_key_alone_fails_the_dkim_requirement(sender: Sender) -> None
 
 
 # -- DMARC and alignment ---------------------------------------------------------------------
+
 
 def test_dmarc_record_of_the_from_domain_passes(sender: Sender) -> None:
     result, policy = check_dmarc(sender.lookup(), DOMAIN)
@@ -414,8 +504,9 @@ def test_dmarc_falls_back_to_the_organisational_domain(sender: Sender) -> None:
 def test_dmarc_missing_fails_with_a_record_to_publish(sender: Sender) -> None:
     sender.zone.remove(f"_dmarc.{DOMAIN}")
     result, policy = check_dmarc(sender.lookup(), DOMAIN)
-    assert_result(result, "fail", "no DMARC record",
-                  remedy='_dmarc.sender.test. IN TXT "v=DMARC1; p=none;')
+    assert_result(
+        result, "fail", "no DMARC record", remedy='_dmarc.sender.test. IN TXT "v=DMARC1; p=none;'
+    )
     assert policy is None
 
 
@@ -436,18 +527,21 @@ def test_misaligned_from_domain_fails_the_run(sender: Sender) -> None:
     report = run_checks(sender.settings(), from_domain="other.test")
 
     by_check = {r.check: r for r in report.results}
-    assert_result(by_check["alignment other.test"], "fail", "neither",
-                  remedy='[dkim] domain = "other.test"')
+    assert_result(
+        by_check["alignment other.test"], "fail", "neither", remedy='[dkim] domain = "other.test"'
+    )
     assert report.exit_code == 1
 
 
 # -- MX of the sending domains ---------------------------------------------------------------
 
+
 def test_null_mx_on_the_return_path_domain_fails(sender: Sender) -> None:
     sender.zone.remove(RP, "MX")
     sender.zone.add(RP, "MX", "0 .")
-    assert_result(check_return_path(sender.lookup(), RP), "fail", "null MX",
-                  remedy="remove the null MX")
+    assert_result(
+        check_return_path(sender.lookup(), RP), "fail", "null MX", remedy="remove the null MX"
+    )
 
 
 def test_return_path_domain_with_only_an_address_passes(sender: Sender) -> None:
@@ -469,6 +563,7 @@ def test_from_domain_with_a_null_mx_fails(sender: Sender) -> None:
 
 # -- blocklists ------------------------------------------------------------------------------
 
+
 def test_ip_not_on_the_blocklist_passes(sender: Sender) -> None:
     assert_result(check_dnsbl(sender.lookup(), IP, "bl.test"), "pass", "not listed")
 
@@ -476,8 +571,13 @@ def test_ip_not_on_the_blocklist_passes(sender: Sender) -> None:
 def test_listed_ip_fails_with_the_reason(sender: Sender) -> None:
     sender.zone.add("10.2.0.192.bl.test", "A", "127.0.0.2")
     sender.zone.add("10.2.0.192.bl.test", "TXT", "Listed: spam trap hits, see bl.test/x")
-    assert_result(check_dnsbl(sender.lookup(), IP, "bl.test"), "fail", "listed on bl.test",
-                  "127.0.0.2", "spam trap hits")
+    assert_result(
+        check_dnsbl(sender.lookup(), IP, "bl.test"),
+        "fail",
+        "listed on bl.test",
+        "127.0.0.2",
+        "spam trap hits",
+    )
 
 
 def test_spamhaus_error_answer_is_inconclusive_not_listed(sender: Sender) -> None:
@@ -493,6 +593,7 @@ def test_dnsbl_timeout_is_inconclusive(sender: Sender) -> None:
 
 # -- TLS -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ca_file(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("ca") / "ca.pem"
@@ -505,18 +606,26 @@ ContextFactory = Callable[..., ssl.SSLContext]
 
 
 def relay_config(server: SmtpServer, **relay: Any) -> dict[str, dict[str, Any]]:
-    return {"sender": {"mode": "relay"},
-            "relay": {"host": "127.0.0.1", "port": server.port, "security": "starttls",
-                      "username": "news", "password_env": "CHECK_RELAY_PASSWORD", **relay},
-            "timeouts": {"connect": 2.0, "greeting": 5.0}}
+    return {
+        "sender": {"mode": "relay"},
+        "relay": {
+            "host": "127.0.0.1",
+            "port": server.port,
+            "security": "starttls",
+            "username": "news",
+            "password_env": "CHECK_RELAY_PASSWORD",
+            **relay,
+        },
+        "timeouts": {"connect": 2.0, "greeting": 5.0},
+    }
 
 
 @pytest.fixture
-def relay(smtp_server: ServerFactory, tls_server_context: ContextFactory,
-          monkeypatch: pytest.MonkeyPatch) -> SmtpServer:
+def relay(
+    smtp_server: ServerFactory, tls_server_context: ContextFactory, monkeypatch: pytest.MonkeyPatch
+) -> SmtpServer:
     monkeypatch.setenv("CHECK_RELAY_PASSWORD", PASSWORD)
-    return smtp_server("127.0.0.1", starttls_context=tls_server_context(),
-                       auth={"news": PASSWORD})
+    return smtp_server("127.0.0.1", starttls_context=tls_server_context(), auth={"news": PASSWORD})
 
 
 def relay_result(sender: Sender, server: SmtpServer, **relay: Any) -> CheckResult:
@@ -524,26 +633,33 @@ def relay_result(sender: Sender, server: SmtpServer, **relay: Any) -> CheckResul
     return asyncio.run(check_relay_tls(transport_settings(settings), "CHECK_RELAY_PASSWORD"))
 
 
-def test_relay_tls_with_the_ca_configured_passes_and_logs_in(sender: Sender, relay: SmtpServer,
-                                                              ca_file: str) -> None:
-    assert_result(relay_result(sender, relay, ca_file=ca_file), "pass", "certificate verified",
-                  "AUTH as 'news' accepted")
+def test_relay_tls_with_the_ca_configured_passes_and_logs_in(
+    sender: Sender, relay: SmtpServer, ca_file: str
+) -> None:
+    assert_result(
+        relay_result(sender, relay, ca_file=ca_file),
+        "pass",
+        "certificate verified",
+        "AUTH as 'news' accepted",
+    )
 
 
 def test_relay_tls_without_the_ca_fails(sender: Sender, relay: SmtpServer) -> None:
     assert_result(relay_result(sender, relay), "fail", "TLS failed", remedy="[relay] ca_file")
 
 
-def test_relay_with_a_wrong_password_fails(sender: Sender, relay: SmtpServer, ca_file: str,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relay_with_a_wrong_password_fails(
+    sender: Sender, relay: SmtpServer, ca_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CHECK_RELAY_PASSWORD", "not-the-password")
     result = relay_result(sender, relay, ca_file=ca_file)
     assert_result(result, "fail", "AUTH failed", remedy="$CHECK_RELAY_PASSWORD")
     assert "not-the-password" not in result.detail
 
 
-def test_relay_mode_run_reports_the_relay_check(sender: Sender, relay: SmtpServer,
-                                                ca_file: str) -> None:
+def test_relay_mode_run_reports_the_relay_check(
+    sender: Sender, relay: SmtpServer, ca_file: str
+) -> None:
     result = sender.cli("check", "--json", **relay_config(relay, ca_file=ca_file))
     rows = {row["check"]: row for row in json.loads(result.output)}
     assert rows[f"tls relay 127.0.0.1:{relay.port}"]["status"] == "pass"
@@ -551,8 +667,7 @@ def test_relay_mode_run_reports_the_relay_check(sender: Sender, relay: SmtpServe
 
 
 def probe(server: SmtpServer, ca_file: str | None) -> CheckResult:
-    return asyncio.run(probe_mx("127.0.0.1", server.port, helo=HELO, ca_file=ca_file,
-                                timeout=5.0))
+    return asyncio.run(probe_mx("127.0.0.1", server.port, helo=HELO, ca_file=ca_file, timeout=5.0))
 
 
 def test_mx_probe_reports_starttls_with_a_verified_certificate(

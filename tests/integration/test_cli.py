@@ -44,8 +44,10 @@ def one_line_error(result: Result, *fragments: str) -> None:
 
 def people(tmp_path: Path) -> Path:
     path = tmp_path / "people.csv"
-    path.write_text("email,name,city\nann@example.com,Ann,Oslo\nbob@example.org,Bob,\n"
-                    "broken-address,X,\n", encoding="utf-8")
+    path.write_text(
+        "email,name,city\nann@example.com,Ann,Oslo\nbob@example.org,Bob,\nbroken-address,X,\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -54,18 +56,50 @@ def test_a_full_session_of_commands(run, tmp_path: Path, db_url: str) -> None:  
     assert "created" in run("lists", "create", "news").output
     imported = run("subscribers", "import", "--list", "news", str(people(tmp_path)), "--json")
     assert json.loads(imported.output) == {
-        "imported": 2, "updated": 0,
-        "rejected": [{"line": 4, "email": "broken-address",
-                      "reason": json.loads(imported.output)["rejected"][0]["reason"]}]}
-    created = run("campaigns", "create", "--name", "May", "--list", "news", "--subject",
-                  "Hi {{ subscriber.name }}", "--from", "News <news@example.com>",
-                  "--template", "newsletter", "--json")
+        "imported": 2,
+        "updated": 0,
+        "rejected": [
+            {
+                "line": 4,
+                "email": "broken-address",
+                "reason": json.loads(imported.output)["rejected"][0]["reason"],
+            }
+        ],
+    }
+    created = run(
+        "campaigns",
+        "create",
+        "--name",
+        "May",
+        "--list",
+        "news",
+        "--subject",
+        "Hi {{ subscriber.name }}",
+        "--from",
+        "News <news@example.com>",
+        "--template",
+        "newsletter",
+        "--json",
+    )
     assert created.exit_code == 0, created.output
     cid = json.loads(created.output)["id"]
     status = json.loads(run("campaigns", "status", str(cid), "--json").output)
-    assert status == {"id": cid, "name": "May", "state": "draft", "total": 0, "queued": 0,
-                      "sending": 0, "deferred": 0, "sent": 0, "bounced": 0, "expired": 0,
-                      "failed": 0, "skipped": 0, "complained": 0, "cancelled": 0}
+    assert status == {
+        "id": cid,
+        "name": "May",
+        "state": "draft",
+        "total": 0,
+        "queued": 0,
+        "sending": 0,
+        "deferred": 0,
+        "sent": 0,
+        "bounced": 0,
+        "expired": 0,
+        "failed": 0,
+        "skipped": 0,
+        "complained": 0,
+        "cancelled": 0,
+    }
     assert "May" in run("campaigns", "list").output
     preview = run("campaigns", "preview", str(cid), "--to", "ann@example.com")
     assert preview.exit_code == 0
@@ -77,8 +111,11 @@ def test_every_command_has_help_with_an_example() -> None:
     runner = CliRunner()
     groups = [cli, *[c for c in cli.commands.values() if hasattr(c, "commands")]]
     for group in groups:
-        names = group.commands if group is not cli else {
-            k: v for k, v in cli.commands.items() if not hasattr(v, "commands")}
+        names = (
+            group.commands
+            if group is not cli
+            else {k: v for k, v in cli.commands.items() if not hasattr(v, "commands")}
+        )
         for name in names:
             path = [name] if group is cli else [group.name, name]
             out = runner.invoke(cli, [*path, "--help"])
@@ -88,13 +125,18 @@ def test_every_command_has_help_with_an_example() -> None:
 
 def test_missing_csv_file(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run("lists", "create", "news")
-    one_line_error(run("subscribers", "import", "--list", "news", str(tmp_path / "nope.csv")),
-                   "nope.csv", "cannot read")
+    one_line_error(
+        run("subscribers", "import", "--list", "news", str(tmp_path / "nope.csv")),
+        "nope.csv",
+        "cannot read",
+    )
 
 
 def test_unknown_list(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    one_line_error(run("subscribers", "import", "--list", "ghost", str(people(tmp_path))),
-                   "no list named 'ghost'")
+    one_line_error(
+        run("subscribers", "import", "--list", "ghost", str(people(tmp_path))),
+        "no list named 'ghost'",
+    )
 
 
 def test_unknown_campaign(run) -> None:  # type: ignore[no-untyped-def]
@@ -111,15 +153,28 @@ def test_unknown_campaign(run) -> None:  # type: ignore[no-untyped-def]
     ],
 )
 def test_broken_template_fails_at_creation_and_writes_nothing(
-        run, tmp_path: Path, db_url: str, files: dict[str, str], fragment: str) -> None:  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, db_url: str, files: dict[str, str], fragment: str
+) -> None:  # type: ignore[no-untyped-def]
     run("lists", "create", "news")
     run("subscribers", "import", "--list", "news", str(people(tmp_path)))
     template = tmp_path / "tpl"
     template.mkdir()
     for name, body in files.items():
         (template / name).write_text(body, encoding="utf-8")
-    result = run("campaigns", "create", "--name", "x", "--list", "news", "--subject", "s",
-                 "--from", "A <a@example.com>", "--template", str(template))
+    result = run(
+        "campaigns",
+        "create",
+        "--name",
+        "x",
+        "--list",
+        "news",
+        "--subject",
+        "s",
+        "--from",
+        "A <a@example.com>",
+        "--template",
+        str(template),
+    )
     one_line_error(result, fragment)
     db = Database(db_url)
     with db.session() as s:
@@ -129,8 +184,23 @@ def test_broken_template_fails_at_creation_and_writes_nothing(
 
 def test_bad_from_address(run) -> None:  # type: ignore[no-untyped-def]
     run("lists", "create", "news")
-    one_line_error(run("campaigns", "create", "--name", "x", "--list", "news", "--subject", "s",
-                       "--from", "nobody", "--template", "newsletter"), "--from")
+    one_line_error(
+        run(
+            "campaigns",
+            "create",
+            "--name",
+            "x",
+            "--list",
+            "news",
+            "--subject",
+            "s",
+            "--from",
+            "nobody",
+            "--template",
+            "newsletter",
+        ),
+        "--from",
+    )
 
 
 def test_bad_config_exits_2(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -156,17 +226,34 @@ def test_database_not_initialised(tmp_path: Path) -> None:
 
 
 def test_console_script_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bulkmail", "--config", str(tmp_path / "x.toml"),
-                           "lists", "list"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulkmail", "--config", str(tmp_path / "x.toml"), "lists", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"bulkmail: error: {tmp_path / 'x.toml'}: config file not found"]
+        f"bulkmail: error: {tmp_path / 'x.toml'}: config file not found"
+    ]
 
 
 def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bulkmail", "-v", "--config",
-                           str(tmp_path / "x.toml"), "lists", "list"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bulkmail",
+            "-v",
+            "--config",
+            str(tmp_path / "x.toml"),
+            "lists",
+            "list",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "Traceback" in proc.stderr
 
 
@@ -175,5 +262,5 @@ def test_init_is_idempotent(run, db_url: str) -> None:  # type: ignore[no-untype
     assert run("init").exit_code == 0
     db = Database(db_url)
     with db.session() as s:
-        assert s.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        assert s.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
     db.dispose()

@@ -13,15 +13,28 @@ import time
 import pytest
 
 from bulkmail.peers.smtp import Script
-from tests.integration.world import World, world  # noqa: F401
+from tests.integration.world import World
 
 
 def start_send(world: World, cid: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "BULKMAIL_SECRET": "world-secret-0123456789abcdef"}
     return subprocess.Popen(
-        [sys.executable, "-m", "bulkmail", "--config", str(world.config_path()), "campaigns",
-         "send", str(cid), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "bulkmail",
+            "--config",
+            str(world.config_path()),
+            "campaigns",
+            "send",
+            str(cid),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for_messages(world: World, count: int, proc: subprocess.Popen[str]) -> None:
@@ -33,7 +46,7 @@ def wait_for_messages(world: World, count: int, proc: subprocess.Popen[str]) -> 
 
 
 def slow_world(world: World, n: int) -> list[str]:
-    world.configure("engine", lease_seconds=2.0, flush_interval=0.1)
+    world.configure("engine", lease_seconds=2.0, site_lease_seconds=2.0, flush_interval=0.1)
     world.configure("limits.default", connections=4, messages_per_connection=50)
     world.mx("a.test", (10, "127.0.0.2"), script=Script(delay=0.01))
     world.mx("b.test", (10, "127.0.0.3"), script=Script(delay=0.01))
@@ -49,8 +62,12 @@ def test_kill_9_then_resume_loses_nobody(world: World) -> None:
     wait_for_messages(world, 60, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    in_flight = {r[0] for r in world.sql(
-        "SELECT email FROM deliveries WHERE campaign_id = :c AND state = 'sending'", c=cid)}
+    in_flight = {
+        r[0]
+        for r in world.sql(
+            "SELECT email FROM deliveries WHERE campaign_id = :c AND state = 'sending'", c=cid
+        )
+    }
     time.sleep(0.3)  # let the servers finish what was already on the wire
     report = world.send(cid, wait=True)
     assert report.state == "finished"

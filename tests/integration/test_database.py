@@ -23,24 +23,34 @@ def csv_file(tmp_path: Path, body: str | bytes, name: str = "people.csv") -> Pat
 
 
 def test_migrations_create_every_table_and_rerun_idempotently(db: Database) -> None:
-    assert upgrade(db) == "0001"  # the fixture already migrated; running again is harmless
-    assert upgrade(db) == "0001"
+    assert upgrade(db) == "0002"  # the fixture already migrated; running again is harmless
+    assert upgrade(db) == "0002"
     with db.engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
-    assert {"lists", "subscribers", "memberships", "suppressions", "campaigns", "deliveries",
-            "events", "site_leases", "alembic_version"} <= tables
+    assert {
+        "lists",
+        "subscribers",
+        "memberships",
+        "suppressions",
+        "campaigns",
+        "deliveries",
+        "events",
+        "site_leases",
+        "alembic_version",
+    } <= tables
 
 
 def test_empty_sqlite_file_is_upgraded_from_nothing(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'new.db'}")
-    assert upgrade(db) == "0001"
+    assert upgrade(db) == "0002"
     db.check_ready()
 
 
 def test_import_creates_subscribers_with_attributes(db: Database, tmp_path: Path) -> None:
     create_list(db, "news")
-    path = csv_file(tmp_path, "email,name,city,plan\n"
-                              "Ann@Example.COM,Ann,Oslo,pro\nbob@example.org,,,free\n")
+    path = csv_file(
+        tmp_path, "email,name,city,plan\nAnn@Example.COM,Ann,Oslo,pro\nbob@example.org,,,free\n"
+    )
     result = import_csv(db, "news", path)
     assert (result.imported, result.updated, result.rejected) == (2, 0, [])
     with db.session() as s:
@@ -48,18 +58,25 @@ def test_import_creates_subscribers_with_attributes(db: Database, tmp_path: Path
         assert ann is not None
         assert ann.name == "Ann" and ann.domain == "example.com"
         assert ann.attributes == {"city": "Oslo", "plan": "pro"}
-        assert s.scalar(select(Subscriber.attributes).where(
-            Subscriber.email == "bob@example.org")) == {"plan": "free"}
+        assert s.scalar(
+            select(Subscriber.attributes).where(Subscriber.email == "bob@example.org")
+        ) == {"plan": "free"}
 
 
 def test_rejected_rows_are_reported_with_line_and_reason(db: Database, tmp_path: Path) -> None:
     create_list(db, "news")
-    path = csv_file(tmp_path, "email,name\nok@example.com,Ok\nnot-an-address,X\n"
-                              "\n" "a@example.com,too,many\nb@example.com,B\n")
+    path = csv_file(
+        tmp_path,
+        "email,name\nok@example.com,Ok\nnot-an-address,X\n"
+        "\n"
+        "a@example.com,too,many\nb@example.com,B\n",
+    )
     result = import_csv(db, "news", path)
     assert result.imported == 2
     assert [(r.line, r.email) for r in result.rejected] == [
-        (3, "not-an-address"), (5, "a@example.com")]
+        (3, "not-an-address"),
+        (5, "a@example.com"),
+    ]
     assert "expected 2 fields, found 3" in result.rejected[1].reason
 
 
@@ -67,8 +84,9 @@ def test_reimport_updates_instead_of_duplicating(db: Database, tmp_path: Path) -
     create_list(db, "news")
     first = csv_file(tmp_path, "email,name\na@example.com,A\nb@example.com,B\n", "1.csv")
     assert import_csv(db, "news", first).imported == 2
-    second = csv_file(tmp_path, "email,name\na@example.com,Anna\nc@example.com,C\n"
-                                "c@example.com,Cee\n", "2.csv")
+    second = csv_file(
+        tmp_path, "email,name\na@example.com,Anna\nc@example.com,C\nc@example.com,Cee\n", "2.csv"
+    )
     result = import_csv(db, "news", second)
     assert (result.imported, result.updated) == (1, 2)
     with db.session() as s:
@@ -77,8 +95,9 @@ def test_reimport_updates_instead_of_duplicating(db: Database, tmp_path: Path) -
         assert s.scalar(select(text("count(*)")).select_from(Membership)) == 3
 
 
-def test_an_unsubscribed_member_stays_unsubscribed_on_reimport(db: Database,
-                                                                tmp_path: Path) -> None:
+def test_an_unsubscribed_member_stays_unsubscribed_on_reimport(
+    db: Database, tmp_path: Path
+) -> None:
     lst = create_list(db, "news")
     path = csv_file(tmp_path, "email\na@example.com\n")
     import_csv(db, "news", path)
@@ -86,8 +105,10 @@ def test_an_unsubscribed_member_stays_unsubscribed_on_reimport(db: Database,
         s.execute(text("UPDATE memberships SET status = 'unsubscribed'"))
     import_csv(db, "news", path)
     with db.session() as s:
-        assert s.scalar(select(Membership.status).where(Membership.list_id == lst.id)) == \
-            "unsubscribed"
+        assert (
+            s.scalar(select(Membership.status).where(Membership.list_id == lst.id))
+            == "unsubscribed"
+        )
 
 
 def test_import_in_small_batches_spans_transactions(db: Database, tmp_path: Path) -> None:
@@ -110,8 +131,9 @@ def test_import_in_small_batches_spans_transactions(db: Database, tmp_path: Path
         (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8"),
     ],
 )
-def test_a_bad_file_changes_nothing(db: Database, tmp_path: Path, body: bytes,
-                                    message: str) -> None:
+def test_a_bad_file_changes_nothing(
+    db: Database, tmp_path: Path, body: bytes, message: str
+) -> None:
     create_list(db, "news")
     with pytest.raises(InputError, match=message):
         import_csv(db, "news", csv_file(tmp_path, body))
@@ -133,10 +155,13 @@ def test_duplicate_list_name_is_refused(db: Database) -> None:
 
 def _campaign(db: Database, list_id: int) -> int:
     with db.session() as s:
-        return s.execute(text(
-            "INSERT INTO campaigns (name, subject, from_header, template, list_id, state, "
-            "state_reason, enqueued, created_at) VALUES ('c', 's', 'A <a@example.com>', "
-            "'newsletter', :l, 'draft', '', :f, 0) RETURNING id"), {"l": list_id, "f": False}
+        return s.execute(
+            text(
+                "INSERT INTO campaigns (name, subject, from_header, template, list_id, state, "
+                "state_reason, enqueued, created_at) VALUES ('c', 's', 'A <a@example.com>', "
+                "'newsletter', :l, 'running', '', :f, 0) RETURNING id"
+            ),
+            {"l": list_id, "f": False},
         ).scalar_one()
 
 
@@ -156,11 +181,13 @@ def test_enqueue_is_idempotent_and_skips_suppressed(db: Database, tmp_path: Path
     assert sum(v == "queued" for v in states.values()) == 29
 
 
-def test_claims_do_not_overlap_and_expired_leases_come_back(db: Database,
-                                                             tmp_path: Path) -> None:
+def test_claims_do_not_overlap_and_expired_leases_come_back(db: Database, tmp_path: Path) -> None:
     lst = create_list(db, "news")
-    import_csv(db, "news", csv_file(tmp_path, "email\n" + "".join(
-        f"u{i}@example.com\n" for i in range(10))))
+    import_csv(
+        db,
+        "news",
+        csv_file(tmp_path, "email\n" + "".join(f"u{i}@example.com\n" for i in range(10))),
+    )
     cid = _campaign(db, lst.id)
     now = time.time()
     queries.enqueue(db, cid, lst.id, now)
@@ -181,10 +208,28 @@ def test_record_and_release(db: Database, tmp_path: Path) -> None:
     now = time.time()
     queries.enqueue(db, cid, lst.id, now)
     first, second = queries.claim(db, [cid], "w", now, 60, 10)
-    queries.record(db, [queries.Result(first.id, cid, first.subscriber_id, first.email,
-                                       "bounced", 1, None, 550, "5.1.1", "no such user",
-                                       "mx.example.com", "none", "bounced", suppress=True)],
-                   now)
+    queries.record(
+        db,
+        [
+            queries.Result(
+                first.id,
+                cid,
+                first.subscriber_id,
+                first.email,
+                "bounced",
+                1,
+                None,
+                550,
+                "5.1.1",
+                "no such user",
+                "mx.example.com",
+                "none",
+                "bounced",
+                suppress=True,
+            )
+        ],
+        now,
+    )
     queries.release(db, "w", [second.id], now)
     with db.session() as s:
         rows = {d.email: d for d in s.scalars(select(Delivery)).all()}
@@ -197,20 +242,29 @@ def test_record_and_release(db: Database, tmp_path: Path) -> None:
 
 
 def test_claim_skips_addresses_suppressed_or_unsubscribed_after_enqueue(
-        db: Database, tmp_path: Path) -> None:
+    db: Database, tmp_path: Path
+) -> None:
     lst = create_list(db, "news")
-    import_csv(db, "news", csv_file(tmp_path, "email\na@example.com\nb@example.com\n"
-                                              "c@example.com\n"))
+    import_csv(
+        db, "news", csv_file(tmp_path, "email\na@example.com\nb@example.com\nc@example.com\n")
+    )
     cid = _campaign(db, lst.id)
     now = time.time()
     queries.enqueue(db, cid, lst.id, now)
     with db.session() as s:
         queries.add_suppressions(s, [("a@example.com", "complaint", "fbl")], now)
-        s.execute(text("UPDATE memberships SET status = 'unsubscribed' WHERE subscriber_id = "
-                       "(SELECT id FROM subscribers WHERE email = 'b@example.com')"))
+        s.execute(
+            text(
+                "UPDATE memberships SET status = 'unsubscribed' WHERE subscriber_id = "
+                "(SELECT id FROM subscribers WHERE email = 'b@example.com')"
+            )
+        )
     claimed = queries.claim(db, [cid], "w", now, 60, 10)
     assert [r.email for r in claimed] == ["c@example.com"]
     with db.session() as s:
-        rows = dict(s.execute(select(Delivery.email, Delivery.last_text).where(
-            Delivery.state == "skipped")).all())
+        rows = dict(
+            s.execute(
+                select(Delivery.email, Delivery.last_text).where(Delivery.state == "skipped")
+            ).all()
+        )
     assert rows == {"a@example.com": "suppressed", "b@example.com": "unsubscribed"}

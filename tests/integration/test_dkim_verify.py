@@ -72,8 +72,11 @@ foreach my $sig ($verifier->signatures) {
 def _perl_has_mail_dkim() -> bool:
     if shutil.which("perl") is None:
         return False
-    probe = subprocess.run(["perl", "-MMail::DKIM::Verifier", "-MNet::DNS::Resolver", "-e", "1"],
-                           capture_output=True, timeout=30)
+    probe = subprocess.run(
+        ["perl", "-MMail::DKIM::Verifier", "-MNet::DNS::Resolver", "-e", "1"],
+        capture_output=True,
+        timeout=30,
+    )
     return probe.returncode == 0
 
 
@@ -98,8 +101,13 @@ def perl_verify(dkim_dns: DnsServer):
         pytest.skip("perl with Mail::DKIM and Net::DNS is not installed (libmail-dkim-perl)")
 
     def run(message: bytes) -> list[tuple[str, str, str, str]]:
-        done = subprocess.run(["perl", "-e", PERL_VERIFIER, str(dkim_dns.port)], input=message,
-                              capture_output=True, timeout=60, check=True)
+        done = subprocess.run(
+            ["perl", "-e", PERL_VERIFIER, str(dkim_dns.port)],
+            input=message,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
         rows = []
         for line in done.stdout.decode().splitlines():
             algorithm, selector, result, *detail = line.split(" ", 3)
@@ -141,11 +149,13 @@ def test_mail_dkim_verifies_rsa_signature_with_key_from_dns(pems, perl_verify, d
 
 
 def test_mail_dkim_agrees_on_relaxed_canonicalisation_of_odd_whitespace(pems, perl_verify):
-    msg = (b"From:News\t<news@example.com>   \r\n"
-           b"To: a@example.org,\r\n   b@example.org,\r\n\tc@example.org\r\n"
-           b"Subject:   lots    of\t\tspace   \r\n"
-           b"DATE: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
-           b"\r\n  indented \t line\t\r\n\r\n\t\r\nlast  line   \r\n \r\n\r\n")
+    msg = (
+        b"From:News\t<news@example.com>   \r\n"
+        b"To: a@example.org,\r\n   b@example.org,\r\n\tc@example.org\r\n"
+        b"Subject:   lots    of\t\tspace   \r\n"
+        b"DATE: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        b"\r\n  indented \t line\t\r\n\r\n\t\r\nlast  line   \r\n \r\n\r\n"
+    )
     signed = signer(pems, "rsa2048").sign(msg)
     assert perl_verify(signed)[0][2] == "pass"
     refolded = signed.replace(b"lots    of", b"lots\r\n of").replace(b"last  line", b"last line")

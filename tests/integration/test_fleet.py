@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.world import SECRET, World, world  # noqa: F401
+from tests.integration.world import SECRET, World
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -21,25 +21,44 @@ SITES = [f"127.0.0.{n}" for n in range(2, 12)]  # ten destination domains, one M
 
 
 def build(world: World, n: int, connections: int) -> tuple[int, list[str]]:
-    world.configure("engine", lease_seconds=3.0, site_lease_seconds=3.0, flush_interval=0.1,
-                    batch_size=200)
+    world.configure(
+        "engine", lease_seconds=3.0, site_lease_seconds=3.0, flush_interval=0.1, batch_size=200
+    )
     world.configure("limits.default", connections=connections, messages_per_connection=100)
     for i, ip in enumerate(SITES):
         world.mx(f"d{i}.test", (10, ip))
     people = [f"u{i}@d{i % len(SITES)}.test" for i in range(n)]
     world.subscribers(people)
     cid = world.campaign()
-    world.sql("UPDATE campaigns SET state = 'scheduled', scheduled_at = :t WHERE id = :c",
-              t=(datetime.now(UTC) - timedelta(seconds=1)).timestamp(), c=cid)
+    world.sql(
+        "UPDATE campaigns SET state = 'scheduled', scheduled_at = :t WHERE id = :c",
+        t=(datetime.now(UTC) - timedelta(seconds=1)).timestamp(),
+        c=cid,
+    )
     return cid, people
 
 
 def workers(world: World, count: int) -> list[subprocess.Popen[str]]:
     env = {**os.environ, "BULKMAIL_SECRET": SECRET}
-    return [subprocess.Popen([sys.executable, "-m", "bulkmail", "--config",
-                              str(world.config_path()), "worker", "--max-idle-sleep", "0.5"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            for _ in range(count)]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bulkmail",
+                "--config",
+                str(world.config_path()),
+                "worker",
+                "--max-idle-sleep",
+                "0.5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(count)
+    ]
 
 
 def wait_until(predicate, timeout: float, procs) -> None:  # type: ignore[no-untyped-def]
@@ -76,15 +95,16 @@ def test_three_workers_deliver_20000_exactly_once_within_site_limits(world: Worl
     assert max(received.values()) == 1
     for ip in SITES:
         assert world.servers[ip].max_concurrent_sessions <= 2, ip
-    owners = {r[0].split(":")[1] for r in world.sql(
-        "SELECT DISTINCT owner FROM site_leases")} if world.sql(
-        "SELECT COUNT(*) FROM site_leases")[0][0] else set()
+    owners = (
+        {r[0].split(":")[1] for r in world.sql("SELECT DISTINCT owner FROM site_leases")}
+        if world.sql("SELECT COUNT(*) FROM site_leases")[0][0]
+        else set()
+    )
     assert len(owners) <= 3
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_replaced_by_the_others_after_its_leases_expire(
-        world: World) -> None:
+def test_a_killed_worker_is_replaced_by_the_others_after_its_leases_expire(world: World) -> None:
     cid, people = build(world, 4000, connections=2)
     for server in world.servers.values():  # slow enough to kill mid-way
         server.script.delay = 0.01
@@ -95,9 +115,13 @@ def test_a_killed_worker_is_replaced_by_the_others_after_its_leases_expire(
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         owner = f":{victim.pid}:"
-        in_flight = {r[0] for r in world.sql(
-            "SELECT email FROM deliveries WHERE state = 'sending' AND lease_owner LIKE :o",
-            o=f"%{owner}%")}
+        in_flight = {
+            r[0]
+            for r in world.sql(
+                "SELECT email FROM deliveries WHERE state = 'sending' AND lease_owner LIKE :o",
+                o=f"%{owner}%",
+            )
+        }
         wait_until(lambda: finished(world, cid), 240, procs[1:])
     finally:
         stop(procs)

@@ -45,8 +45,16 @@ def mode(path: Path) -> int:
 def test_the_printed_record_published_in_dns_makes_the_dkim_check_pass(
     algorithm: str, tmp_path: Path, dns_zone: Zone, dns_server: DnsServer
 ) -> None:
-    result = keygen("--domain", DOMAIN, "--selector", "k1", "--algorithm", algorithm,
-                    "--out", str(tmp_path / "keys"))
+    result = keygen(
+        "--domain",
+        DOMAIN,
+        "--selector",
+        "k1",
+        "--algorithm",
+        algorithm,
+        "--out",
+        str(tmp_path / "keys"),
+    )
     assert result.exit_code == 0, result.output
     name, strings = printed_record(result.output)
     dns_zone.add(name, "TXT", strings)
@@ -72,8 +80,16 @@ def test_the_record_comes_in_strings_of_at_most_255_characters(tmp_path: Path) -
 
 
 def test_the_private_key_is_readable_by_its_owner_only(tmp_path: Path) -> None:
-    result = keygen("--domain", DOMAIN, "--selector", "k1", "--algorithm", "ed25519",
-                    "--out", str(tmp_path / "new" / "keys"))
+    result = keygen(
+        "--domain",
+        DOMAIN,
+        "--selector",
+        "k1",
+        "--algorithm",
+        "ed25519",
+        "--out",
+        str(tmp_path / "new" / "keys"),
+    )
 
     path = printed_key_file(result.output)
     assert path.parent == tmp_path / "new" / "keys"
@@ -82,13 +98,15 @@ def test_the_private_key_is_readable_by_its_owner_only(tmp_path: Path) -> None:
 
 
 def test_an_existing_key_is_never_replaced_without_force(tmp_path: Path) -> None:
-    first = keygen("--domain", DOMAIN, "--selector", "k1", "--algorithm", "ed25519",
-                   "--out", str(tmp_path))
+    first = keygen(
+        "--domain", DOMAIN, "--selector", "k1", "--algorithm", "ed25519", "--out", str(tmp_path)
+    )
     path = printed_key_file(first.output)
     original = path.read_bytes()
 
-    again = keygen("--domain", DOMAIN, "--selector", "k1", "--algorithm", "ed25519",
-                   "--out", str(tmp_path))
+    again = keygen(
+        "--domain", DOMAIN, "--selector", "k1", "--algorithm", "ed25519", "--out", str(tmp_path)
+    )
 
     assert again.exit_code == 1
     assert again.stderr.startswith("bulkmail: error: ") and "--force" in again.stderr
@@ -97,14 +115,24 @@ def test_an_existing_key_is_never_replaced_without_force(tmp_path: Path) -> None
 
 
 def test_force_replaces_the_key_keeping_mode_0600(tmp_path: Path) -> None:
-    first = keygen("--domain", DOMAIN, "--selector", "k1", "--algorithm", "ed25519",
-                   "--out", str(tmp_path))
+    first = keygen(
+        "--domain", DOMAIN, "--selector", "k1", "--algorithm", "ed25519", "--out", str(tmp_path)
+    )
     path = printed_key_file(first.output)
     original = path.read_bytes()
     path.chmod(0o644)
 
-    again = keygen("--domain", DOMAIN, "--selector", "k1", "--algorithm", "ed25519",
-                   "--out", str(tmp_path), "--force")
+    again = keygen(
+        "--domain",
+        DOMAIN,
+        "--selector",
+        "k1",
+        "--algorithm",
+        "ed25519",
+        "--out",
+        str(tmp_path),
+        "--force",
+    )
 
     assert again.exit_code == 0, again.output
     assert path.read_bytes() != original
@@ -112,10 +140,13 @@ def test_force_replaces_the_key_keeping_mode_0600(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--bits", "512"], "at least 1024"),
-    (["--domain", "bad domain!"], "--domain"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--bits", "512"], "at least 1024"),
+        (["--domain", "bad domain!"], "--domain"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors_and_write_nothing(
     tmp_path: Path, args: list[str], fragment: str
 ) -> None:

@@ -16,32 +16,50 @@ from bulkmail.bounces.sources import (
     Pop3Mailbox,
     open_mailbox,
 )
-from tests.peers_dovecot import Dovecot, dovecot, mailbox  # noqa: F401
+from tests.peers_dovecot import Dovecot
 
 
 def message(subject: str) -> bytes:
-    return (f"From: someone@example.com\r\nTo: bounces@news.test\r\nSubject: {subject}\r\n"
-            f"Message-ID: <{subject.replace(' ', '-')}@example.com>\r\n\r\nBody of {subject}.\r\n"
-            ).encode()
+    return (
+        f"From: someone@example.com\r\nTo: bounces@news.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '-')}@example.com>\r\n\r\nBody of {subject}.\r\n"
+    ).encode()
 
 
 def config(server: Dovecot, protocol: str, security: str, **changes: object) -> MailboxConfig:
-    port = server.ports[{("imap", "tls"): "imaps", ("imap", "starttls"): "imap",
-                         ("pop3", "tls"): "pop3s", ("pop3", "starttls"): "pop3"}[protocol,
-                                                                                 security]]
-    cfg = MailboxConfig(protocol, server.host, port, security, server.user, server.password,
-                        ca_file=server.ca_file, processed_folder="Processed Bounces")
+    port = server.ports[
+        {
+            ("imap", "tls"): "imaps",
+            ("imap", "starttls"): "imap",
+            ("pop3", "tls"): "pop3s",
+            ("pop3", "starttls"): "pop3",
+        }[protocol, security]
+    ]
+    cfg = MailboxConfig(
+        protocol,
+        server.host,
+        port,
+        security,
+        server.user,
+        server.password,
+        ca_file=server.ca_file,
+        processed_folder="Processed Bounces",
+    )
     return replace(cfg, **changes)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("security", ["tls", "starttls"])
 def test_imap_moves_only_the_removed_message_and_marks_nothing_read(
-        mailbox: Dovecot, security: str) -> None:  # noqa: F811 (fixture)
+    mailbox: Dovecot, security: str
+) -> None:  # noqa: F811 (fixture)
     mailbox.deliver([message("one"), message("two"), message("three")])
     box = open_mailbox(config(mailbox, "imap", security))
     items = list(box.messages())
-    assert [i.data.split(b"Subject: ")[1].split(b"\r\n")[0] for i in items] == \
-        [b"one", b"two", b"three"]
+    assert [i.data.split(b"Subject: ")[1].split(b"\r\n")[0] for i in items] == [
+        b"one",
+        b"two",
+        b"three",
+    ]
     box.remove(items[1])
     box.close()
     assert mailbox.subjects() == ["one", "three"]
@@ -87,8 +105,11 @@ def test_pop3_session_that_ends_without_quit_deletes_nothing(mailbox: Dovecot) -
 
 
 @pytest.mark.parametrize("protocol", ["imap", "pop3"])
-def test_a_certificate_from_another_ca_is_refused(dovecot: Dovecot, tmp_path: Path,  # noqa: F811 (fixture)
-                                                  protocol: str) -> None:
+def test_a_certificate_from_another_ca_is_refused(
+    dovecot: Dovecot,
+    tmp_path: Path,  # noqa: F811 (fixture)
+    protocol: str,
+) -> None:
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(other)
     with pytest.raises(MailboxError, match="certificate not trusted"):
@@ -96,10 +117,15 @@ def test_a_certificate_from_another_ca_is_refused(dovecot: Dovecot, tmp_path: Pa
 
 
 @pytest.mark.parametrize("protocol", ["imap", "pop3"])
-def test_a_wrong_password_is_one_error_naming_the_server(dovecot: Dovecot,  # noqa: F811 (fixture)
-                                                         protocol: str) -> None:
-    with pytest.raises(MailboxError, match=rf"{protocol} 127\.0\.0\.1:\d+: login as "
-                                           r"'bounces' refused"):
+def test_a_wrong_password_is_one_error_naming_the_server(
+    dovecot: Dovecot,  # noqa: F811 (fixture)
+    protocol: str,
+) -> None:
+    with pytest.raises(
+        MailboxError,
+        match=rf"{protocol} 127\.0\.0\.1:\d+: login as "
+        r"'bounces' refused",
+    ):
         open_mailbox(config(dovecot, protocol, "starttls", password="wrong"))
 
 
@@ -111,7 +137,8 @@ def test_nothing_listening_is_a_mailbox_error(dovecot: Dovecot) -> None:  # noqa
 
 
 def test_the_mailbox_password_comes_from_the_named_variable(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from bulkmail.bounces.process import mailbox_config
     from bulkmail.config import parse_settings
     from bulkmail.errors import ConfigError

@@ -162,8 +162,13 @@ def test_queries_are_logged_lowercase_without_trailing_dot(dns_zone, dns_server,
 
 @pytest.mark.parametrize(
     ("rtype", "value"),
-    [("MX", "mx1.example.test"), ("A", "not-an-ip"), ("AAAA", "127.0.0.1"), ("SRV", "x"),
-     ("TXT", ["x" * 256])],
+    [
+        ("MX", "mx1.example.test"),
+        ("A", "not-an-ip"),
+        ("AAAA", "127.0.0.1"),
+        ("SRV", "x"),
+        ("TXT", ["x" * 256]),
+    ],
 )
 def test_bad_record_values_are_refused(rtype, value):
     with pytest.raises(ValueError):
@@ -272,8 +277,7 @@ def test_smtputf8_is_advertised_unless_disabled(smtp_server):
         assert code == 501
 
 
-def test_starttls_verifies_against_the_test_ca(smtp_server, tls_server_context,
-                                                tls_client_context):
+def test_starttls_verifies_against_the_test_ca(smtp_server, tls_server_context, tls_client_context):
     server = smtp_server(starttls_context=tls_server_context())
     with smtplib.SMTP(server.host, server.port, timeout=5) as client:
         client.starttls(context=tls_client_context)  # verifies the 127.0.0.1 address SAN
@@ -289,8 +293,9 @@ def test_starttls_certificate_names_an_mx_host_on_its_own_address(
     async def deliver() -> None:
         client = aiosmtplib.SMTP(hostname="127.0.0.2", port=server.port, start_tls=False)
         async with client:
-            await client.starttls(server_hostname="mx1.example.test",
-                                  tls_context=tls_client_context)
+            await client.starttls(
+                server_hostname="mx1.example.test", tls_context=tls_client_context
+            )
             await client.sendmail("a@example.test", ["b@example.org"], MESSAGE)
 
     asyncio.run(deliver())
@@ -306,11 +311,13 @@ def test_starttls_with_a_certificate_for_another_name_fails_verification(
             client.starttls(context=tls_client_context)
 
 
-def test_implicit_tls_speaks_tls_from_the_first_byte(smtp_server, tls_server_context,
-                                                     tls_client_context):
+def test_implicit_tls_speaks_tls_from_the_first_byte(
+    smtp_server, tls_server_context, tls_client_context
+):
     server = smtp_server(implicit_tls_context=tls_server_context())
-    with smtplib.SMTP_SSL(server.host, server.port, context=tls_client_context,
-                          timeout=5) as client:
+    with smtplib.SMTP_SSL(
+        server.host, server.port, context=tls_client_context, timeout=5
+    ) as client:
         client.sendmail("a@example.test", ["b@example.org"], MESSAGE)
     assert server.messages[0].tls is True
     with socket.create_connection((server.host, server.port), timeout=5) as plain:
@@ -319,8 +326,9 @@ def test_implicit_tls_speaks_tls_from_the_first_byte(smtp_server, tls_server_con
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
-def test_auth_accepts_the_right_password_after_starttls(smtp_server, tls_server_context,
-                                                        tls_client_context, mechanism):
+def test_auth_accepts_the_right_password_after_starttls(
+    smtp_server, tls_server_context, tls_client_context, mechanism
+):
     server = smtp_server(starttls_context=tls_server_context(), auth={"relay": "s3cret"})
     with smtplib.SMTP(server.host, server.port, timeout=5) as client:
         client.starttls(context=tls_client_context)
@@ -357,8 +365,9 @@ def test_auth_is_offered_only_over_tls_and_only_when_configured(
         assert not client.has_extn("auth")
 
 
-def test_mail_needs_auth_when_the_server_has_users(smtp_server, tls_server_context,
-                                                   tls_client_context):
+def test_mail_needs_auth_when_the_server_has_users(
+    smtp_server, tls_server_context, tls_client_context
+):
     server = smtp_server(starttls_context=tls_server_context(), auth={"u": "p"})
     with smtplib.SMTP(server.host, server.port, timeout=5) as client:
         client.starttls(context=tls_client_context)

@@ -27,15 +27,25 @@ from click.testing import CliRunner
 
 from bulkmail.cli.main import cli
 from tests.integration.test_reports import send_known_campaign
-from tests.integration.world import World, world  # noqa: F401
+from tests.integration.world import World
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None,
-                                    reason="Debian package 'chromium' is not installed")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian package 'chromium' is not installed"
+)
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--remote-debugging-pipe")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--remote-debugging-pipe",
+)
 
 
 @dataclass
@@ -65,16 +75,30 @@ class Browser:
         # it is unsafe with the test servers' threads running)
         wire = f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-'
         self.proc = subprocess.Popen(
-            ["bash", "-c", wire, "bash", str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}",
-             "--window-size=1280,2000", "about:blank"], pass_fds=(to_chrome_r, from_chrome_w),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "bash",
+                "-c",
+                wire,
+                "bash",
+                str(CHROMIUM),
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--window-size=1280,2000",
+                "about:blank",
+            ],
+            pass_fds=(to_chrome_r, from_chrome_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer, self._id, self.seen = b"", 0, []  # type: ignore[var-annotated]
         self.session: str | None = None
 
-    def call(self, method: str, params: dict[str, Any] | None = None,
-             timeout: float = 20) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = 20
+    ) -> dict[str, Any]:
         self._id += 1
         message: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
         if self.session and not method.startswith(("Target.", "Browser.")):
@@ -104,16 +128,18 @@ class Browser:
 
     def visit(self, url: str, probes: dict[str, str], screenshot: Path) -> PageVisit:
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.call("Target.attachToTarget",
-                                 {"targetId": target, "flatten": True})["sessionId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
         for domain in ("Runtime", "Log", "Page", "Network"):
             self.call(f"{domain}.enable")
         self.call("Page.navigate", {"url": url})
         self.wait(lambda m: m.get("method") == "Page.loadEventFired")
         visit = PageVisit()
         for name, expression in probes.items():
-            result = self.call("Runtime.evaluate", {"expression": expression,
-                                                    "returnByValue": True})
+            result = self.call(
+                "Runtime.evaluate", {"expression": expression, "returnByValue": True}
+            )
             visit.values[name] = result["result"].get("value")
         png = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
         screenshot.write_bytes(base64.b64decode(png["data"]))
@@ -156,10 +182,10 @@ CHART_PROBES = {
     "charts": "[...document.querySelectorAll('svg.chart')].map(s => s.id)",
     # drawn: each chart has a real size on the page and at least one mark with an area
     "sizes": "[...document.querySelectorAll('svg.chart')].map(s => "
-             "{const r = s.getBoundingClientRect(); return [s.id, r.width > 300, r.height > 100]})",
+    "{const r = s.getBoundingClientRect(); return [s.id, r.width > 300, r.height > 100]})",
     "marks": "Object.fromEntries([...document.querySelectorAll('svg.chart')].map(s => [s.id, "
-             "[...s.querySelectorAll('[data-value]')].filter(e => "
-             "{const b = e.getBBox(); return b.width > 0 && b.height > 0}).length]))",
+    "[...s.querySelectorAll('[data-value]')].filter(e => "
+    "{const b = e.getBBox(); return b.width > 0 && b.height > 0}).length]))",
     "title": "document.title",
 }
 
@@ -168,8 +194,10 @@ CHART_PROBES = {
 def test_the_checker_sees_console_errors_and_fetches(tmp_path: Path) -> None:
     """The browser check can fail: a page that logs an error, throws and fetches is caught."""
     page = tmp_path / "bad.html"
-    page.write_text("<!doctype html><title>bad</title><img src='http://127.0.0.1:9/x.png'>"
-                    "<script>console.error('boom'); throw new Error('thrown');</script>")
+    page.write_text(
+        "<!doctype html><title>bad</title><img src='http://127.0.0.1:9/x.png'>"
+        "<script>console.error('boom'); throw new Error('thrown');</script>"
+    )
     visit = open_in_chromium(page, {"title": "document.title"}, tmp_path / "bad.png")
     assert visit.values["title"] == "bad"
     assert any("boom" in e for e in visit.errors)
@@ -179,11 +207,21 @@ def test_the_checker_sees_console_errors_and_fetches(tmp_path: Path) -> None:
 
 @needs_chromium
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_html_report_renders_its_charts_in_chromium_without_errors(world: World) -> None:  # noqa: F811 (fixture)
+def test_html_report_renders_its_charts_in_chromium_without_errors(world: World) -> None:
     cid = send_known_campaign(world)
     page = world.root / "report.html"
-    result = CliRunner().invoke(cli, ["--config", str(world.config_path()), "campaigns",
-                                      "report", str(cid), "--html", str(page)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--config",
+            str(world.config_path()),
+            "campaigns",
+            "report",
+            str(cid),
+            "--html",
+            str(page),
+        ],
+    )
     assert result.exit_code == 0, result.output
     screenshot = world.root / "report.png"
     visit = open_in_chromium(page, CHART_PROBES, screenshot)

@@ -26,24 +26,38 @@ from bulkmail.peers.smtp import Script
 from bulkmail.reports import build_report, campaign_lines, export_events, format_campaign_line
 from bulkmail.reports.export import bench_export
 from bulkmail.reports.model import format_rate, format_seconds
-from tests.integration.world import SENDING_DOMAIN, World, world  # noqa: F401
+from tests.integration.world import SENDING_DOMAIN, World
 
-MX = {d: f"mx-127-0-0-{n}.{SENDING_DOMAIN}" for d, n in (("a.test", 2), ("b.test", 3),
-                                                          ("c.test", 4))}
+MX = {
+    d: f"mx-127-0-0-{n}.{SENDING_DOMAIN}" for d, n in (("a.test", 2), ("b.test", 3), ("c.test", 4))
+}
 # domain: total, sent, deferred (at least once), bounced, expired, pending, median attempts,
 # most common reply, its count
 DESTINATIONS = {
     "a.test": (10, 10, 0, 0, 0, 0, 1.0, "250 2.0.0 OK: queued", 10),
     "b.test": (4, 0, 0, 4, 0, 0, 1.0, "550 5.1.1 No such user", 3),
     "c.test": (2, 2, 2, 0, 0, 0, 2.0, "250 2.0.0 OK: queued", 2),
-    "broken.test": (1, 0, 1, 0, 1, 0, 2.0,
-                    "451 4.4.3 Temporary DNS failure: MX lookup for broken.test: SERVFAIL", 1),
+    "broken.test": (
+        1,
+        0,
+        1,
+        0,
+        1,
+        0,
+        2.0,
+        "451 4.4.3 Temporary DNS failure: MX lookup for broken.test: SERVFAIL",
+        1,
+    ),
 }
 REASONS = {  # kind: [(code, events, category, example)]
-    "bounced": [("5.1.1", 3, "hard", "550 5.1.1 No such user"),
-                ("5.7.1", 1, "policy", "550 5.7.1 Rejected by policy")],
-    "deferred": [("4.7.1", 2, "policy", "451 4.7.1 Greylisted, try again"),
-                 ("4.4.3", 1, "soft", DESTINATIONS["broken.test"][7])],
+    "bounced": [
+        ("5.1.1", 3, "hard", "550 5.1.1 No such user"),
+        ("5.7.1", 1, "policy", "550 5.7.1 Rejected by policy"),
+    ],
+    "deferred": [
+        ("4.7.1", 2, "policy", "451 4.7.1 Greylisted, try again"),
+        ("4.4.3", 1, "soft", DESTINATIONS["broken.test"][7]),
+    ],
     "expired": [("4.4.3", 1, "expired", DESTINATIONS["broken.test"][7])],
 }
 
@@ -51,14 +65,24 @@ REASONS = {  # kind: [(code, events, category, example)]
 def send_known_campaign(w: World) -> int:
     w.configure("retry", intervals=["1s"], max_age="1.5s")
     w.mx("a.test", (10, "127.0.0.2"))
-    w.mx("b.test", (10, "127.0.0.3"), script=Script(rcpt_replies={
-        **{f"user{i}@b.test": "550 5.1.1 No such user" for i in range(3)},
-        "blocked@b.test": "550 5.7.1 Rejected by policy"}))
+    w.mx(
+        "b.test",
+        (10, "127.0.0.3"),
+        script=Script(
+            rcpt_replies={
+                **{f"user{i}@b.test": "550 5.1.1 No such user" for i in range(3)},
+                "blocked@b.test": "550 5.7.1 Rejected by policy",
+            }
+        ),
+    )
     w.mx("c.test", (10, "127.0.0.4"), script=Script(greylist=True))
     w.zone.servfail("broken.test")
-    w.subscribers([f"user{i}@a.test" for i in range(10)]
-                      + [f"user{i}@b.test" for i in range(3)] + ["blocked@b.test"]
-                      + ["user0@c.test", "user1@c.test", "x@broken.test"])
+    w.subscribers(
+        [f"user{i}@a.test" for i in range(10)]
+        + [f"user{i}@b.test" for i in range(3)]
+        + ["blocked@b.test"]
+        + ["user0@c.test", "user1@c.test", "x@broken.test"]
+    )
     cid = w.campaign()
     assert w.send(cid, wait=True).state == "finished"
     return cid
@@ -73,36 +97,66 @@ def run(w: World, *args: str) -> str:
 def expected_timing(w: World, cid: int) -> dict[str, float]:
     """Times straight from the rows the send wrote."""
     start = w.sql("SELECT started_at FROM campaigns WHERE id = :c", c=cid)[0][0]
-    first, last = w.sql("SELECT MIN(finished_at), MAX(finished_at) FROM deliveries "
-                            "WHERE campaign_id = :c AND state = 'sent'", c=cid)[0]
+    first, last = w.sql(
+        "SELECT MIN(finished_at), MAX(finished_at) FROM deliveries "
+        "WHERE campaign_id = :c AND state = 'sent'",
+        c=cid,
+    )[0]
     end = w.sql("SELECT MAX(finished_at) FROM deliveries WHERE campaign_id = :c", c=cid)[0][0]
-    return {"start": start, "first": first - start, "last": last - start, "end": end - start,
-            "rate": 17 / (end - start)}
+    return {
+        "start": start,
+        "first": first - start,
+        "last": last - start,
+        "end": end - start,
+        "rate": 17 / (end - start),
+    }
 
 
-def test_json_report_holds_every_figure_of_the_send(world: World) -> None:  # noqa: F811 (fixture)
+def test_json_report_holds_every_figure_of_the_send(world: World) -> None:
     cid = send_known_campaign(world)
     data = json.loads(run(world, "campaigns", "report", str(cid), "--json"))
     assert data["campaign"]["id"] == cid and data["campaign"]["state"] == "finished"
     assert data["total"] == 17
-    assert {k: v for k, v in data["counts"].items() if v} == {"sent": 12, "bounced": 4,
-                                                              "expired": 1}
+    assert {k: v for k, v in data["counts"].items() if v} == {
+        "sent": 12,
+        "bounced": 4,
+        "expired": 1,
+    }
     assert data["events"] == {"bounced": 4, "deferred": 3, "expired": 1}
     rows = {d["domain"]: d for d in data["destinations"]}
     assert list(rows) == ["a.test", "b.test", "c.test", "broken.test"]  # most deliveries first
-    for domain, (total, sent, deferred, bounced, expired, pending, median, reply, n) in \
-            DESTINATIONS.items():
+    for domain, (
+        total,
+        sent,
+        deferred,
+        bounced,
+        expired,
+        pending,
+        median,
+        reply,
+        n,
+    ) in DESTINATIONS.items():
         d = rows[domain]
-        assert (d["total"], d["sent"], d["deferred"], d["bounced"], d["expired"], d["pending"],
-                d["median_attempts"]) == (total, sent, deferred, bounced, expired, pending, median)
+        assert (
+            d["total"],
+            d["sent"],
+            d["deferred"],
+            d["bounced"],
+            d["expired"],
+            d["pending"],
+            d["median_attempts"],
+        ) == (total, sent, deferred, bounced, expired, pending, median)
         r = d["reply"]
-        assert (" ".join(str(x) for x in (r["code"], r["enhanced"], r["text"])), r["count"]) == \
-            (reply, n)
+        assert (" ".join(str(x) for x in (r["code"], r["enhanced"], r["text"])), r["count"]) == (
+            reply,
+            n,
+        )
         assert d["mx_host"] == MX.get(domain)
     assert rows["c.test"]["deferrals"] == 2 and rows["broken.test"]["deferrals"] == 1
     for kind, expected in REASONS.items():
-        got = [(r["enhanced"], r["count"], r["category"], r["example"])
-               for r in data["reasons"][kind]]
+        got = [
+            (r["enhanced"], r["count"], r["category"], r["example"]) for r in data["reasons"][kind]
+        ]
         assert got == expected
     assert data["reasons"]["failed"] == []
     assert data["bounce_categories"] == {"hard": 3, "policy": 1}
@@ -117,24 +171,26 @@ def test_json_report_holds_every_figure_of_the_send(world: World) -> None:  # no
     check_timeline(world, cid, data["timeline"], timing)
 
 
-def check_timeline(w: World, cid: int, timeline: dict[str, Any],
-                   timing: dict[str, Any]) -> None:
+def check_timeline(w: World, cid: int, timeline: dict[str, Any], timing: dict[str, Any]) -> None:
     """Each bucket holds exactly the outcomes whose time falls in it (recomputed here)."""
     width, start = timeline["bucket_seconds"], timeline["start"]
     assert width == 1.0  # the send takes 1-2 s: one-second buckets
     expected = [dict.fromkeys(timeline["series"], 0) for _ in timeline["buckets"]]
-    for state, at in w.sql("SELECT state, finished_at FROM deliveries "
-                               "WHERE campaign_id = :c", c=cid):
+    for state, at in w.sql(
+        "SELECT state, finished_at FROM deliveries WHERE campaign_id = :c", c=cid
+    ):
         expected[int((at - start) // width)][state] += 1
-    for (at,) in w.sql("SELECT created_at FROM events WHERE campaign_id = :c "
-                           "AND kind = 'deferred'", c=cid):
+    for (at,) in w.sql(
+        "SELECT created_at FROM events WHERE campaign_id = :c AND kind = 'deferred'", c=cid
+    ):
         expected[int((at - start) // width)]["deferred"] += 1
     assert [b["counts"] for b in timeline["buckets"]] == expected
     assert [b["start"] for b in timeline["buckets"]] == [float(i) for i in range(len(expected))]
     totals = {s: sum(b["counts"][s] for b in timeline["buckets"]) for s in timeline["series"]}
     assert totals == {"sent": 12, "deferred": 3, "bounced": 4, "expired": 1, "failed": 0}
-    busiest = max(sum(v for k, v in b["counts"].items() if k != "deferred")
-                  for b in timeline["buckets"])
+    busiest = max(
+        sum(v for k, v in b["counts"].items() if k != "deferred") for b in timeline["buckets"]
+    )
     assert timing["peak_rate"] == busiest / width
 
 
@@ -148,7 +204,7 @@ def cells(output: str, first: str) -> list[str]:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_text_report_shows_every_figure_of_the_send(world: World) -> None:  # noqa: F811 (fixture)
+def test_text_report_shows_every_figure_of_the_send(world: World) -> None:
     cid = send_known_campaign(world)
     out = run(world, "campaigns", "report", str(cid))
     assert f"Campaign {cid} 'test': finished, 17 deliveries" in out
@@ -157,12 +213,28 @@ def test_text_report_shows_every_figure_of_the_send(world: World) -> None:  # no
     assert cells(out, "expired")[:2] == ["expired", "1"]
     assert cells(out, "total")[:2] == ["total", "17"]
     assert "Events: bounced 4, deferred 3, expired 1" in out
-    for domain, (total, sent, deferred, bounced, expired, pending, median, reply, n) in \
-            DESTINATIONS.items():
+    for domain, (
+        total,
+        sent,
+        deferred,
+        bounced,
+        expired,
+        pending,
+        median,
+        reply,
+        n,
+    ) in DESTINATIONS.items():
         row = cells(out, domain)
         assert row[1] == MX.get(domain, "-")
-        assert row[2:9] == [str(total), str(sent), str(deferred), str(bounced), str(expired),
-                            str(pending), f"{median:g}"]
+        assert row[2:9] == [
+            str(total),
+            str(sent),
+            str(deferred),
+            str(bounced),
+            str(expired),
+            str(pending),
+            f"{median:g}",
+        ]
         if len(reply) < 40:  # the long one wraps onto a second line
             assert row[9] == f"{reply} (x{n})"
     for kind, expected in REASONS.items():
@@ -246,7 +318,7 @@ class ReportPage(HTMLParser):
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_html_report_shows_every_figure_and_draws_the_charts(world: World) -> None:  # noqa: F811 (fixture)
+def test_html_report_shows_every_figure_and_draws_the_charts(world: World) -> None:
     cid = send_known_campaign(world)
     path = world.root / "report.html"
     run(world, "campaigns", "report", str(cid), "--html", str(path))
@@ -254,11 +326,28 @@ def test_html_report_shows_every_figure_and_draws_the_charts(world: World) -> No
     page.feed(path.read_text(encoding="utf-8"))
     assert page.external == []  # self-contained: nothing to fetch
     assert page.cards == {"total": "17", "sent": "12", "bounced": "4", "expired": "1"}
-    for domain, (total, sent, deferred, bounced, expired, pending, median, reply, n) in \
-            DESTINATIONS.items():
+    for domain, (
+        total,
+        sent,
+        deferred,
+        bounced,
+        expired,
+        pending,
+        median,
+        reply,
+        n,
+    ) in DESTINATIONS.items():
         assert page.rows[domain][1:] == [
-            MX.get(domain, "-"), str(total), str(sent), str(deferred), str(bounced),
-            str(expired), str(pending), f"{median:g}", f"{reply} (×{n})"]
+            MX.get(domain, "-"),
+            str(total),
+            str(sent),
+            str(deferred),
+            str(bounced),
+            str(expired),
+            str(pending),
+            f"{median:g}",
+            f"{reply} (×{n})",
+        ]
     for kind, expected in REASONS.items():
         assert page.tables[kind] == [[c, str(n), cat, ex] for c, n, cat, ex in expected]
     t = expected_timing(world, cid)
@@ -274,14 +363,19 @@ def test_html_report_shows_every_figure_and_draws_the_charts(world: World) -> No
         return out
 
     assert totals("chart-timeline") == {"sent": 12, "deferred": 3, "bounced": 4, "expired": 1}
-    assert page.marks["chart-destinations"] == [("sent", 10), ("bounced", 4), ("sent", 2),
-                                                ("expired", 1)]
+    assert page.marks["chart-destinations"] == [
+        ("sent", 10),
+        ("bounced", 4),
+        ("sent", 2),
+        ("expired", 1),
+    ]
     assert page.marks["chart-bounces"] == [("hard", 3), ("policy", 1)]
 
 
-def test_report_of_a_missing_campaign_is_a_one_line_error(world: World) -> None:  # noqa: F811 (fixture)
-    result = CliRunner().invoke(cli, ["--config", str(world.config_path()), "campaigns",
-                                      "report", "999"])
+def test_report_of_a_missing_campaign_is_a_one_line_error(world: World) -> None:
+    result = CliRunner().invoke(
+        cli, ["--config", str(world.config_path()), "campaigns", "report", "999"]
+    )
     assert result.exit_code == 1
     assert "bulkmail: error: no campaign with id 999" in result.output
 
@@ -289,36 +383,66 @@ def test_report_of_a_missing_campaign_is_a_one_line_error(world: World) -> None:
 # -- Synthetic campaigns: exact times, many domains ---------------------------------------------
 
 
-def make_campaign(db: Database, cid: int, *, started_at: float | None,
-                  deliveries: list[tuple[str, str, int, float | None]], state: str = "running",
-                  scheduled_at: float | None = None) -> None:
+def make_campaign(
+    db: Database,
+    cid: int,
+    *,
+    started_at: float | None,
+    deliveries: list[tuple[str, str, int, float | None]],
+    state: str = "running",
+    scheduled_at: float | None = None,
+) -> None:
     """A campaign with deliveries (email, state, attempts, finished_at) written directly."""
     with db.session() as s:
-        s.execute(text("INSERT INTO lists (id, name, created_at) VALUES (:c, :n, 0) "
-                       "ON CONFLICT DO NOTHING"), {"c": cid, "n": f"list{cid}"})
-        s.execute(text("""INSERT INTO campaigns (id, name, subject, from_header, template,
+        s.execute(
+            text(
+                "INSERT INTO lists (id, name, created_at) VALUES (:c, :n, 0) ON CONFLICT DO NOTHING"
+            ),
+            {"c": cid, "n": f"list{cid}"},
+        )
+        s.execute(
+            text("""INSERT INTO campaigns (id, name, subject, from_header, template,
                           list_id, state, state_reason, scheduled_at, enqueued, created_at,
                           started_at) VALUES (:c, :n, 's', 'f <f@x.test>', 't', :c, :state, '',
                           :sched, true, 0, :start)"""),
-                  {"c": cid, "n": f"campaign {cid}", "state": state, "sched": scheduled_at,
-                   "start": started_at})
+            {
+                "c": cid,
+                "n": f"campaign {cid}",
+                "state": state,
+                "sched": scheduled_at,
+                "start": started_at,
+            },
+        )
         for email, dstate, attempts, finished in deliveries:
-            sid = s.execute(text("SELECT id FROM subscribers WHERE email = :e"),
-                            {"e": email}).scalar()
+            sid = s.execute(
+                text("SELECT id FROM subscribers WHERE email = :e"), {"e": email}
+            ).scalar()
             if sid is None:
-                sid = s.execute(text("""INSERT INTO subscribers (email, domain, name, attributes,
+                sid = s.execute(
+                    text("""INSERT INTO subscribers (email, domain, name, attributes,
                                         created_at, updated_at) VALUES (:e, :d, '', '{}', 0, 0)
                                         RETURNING id"""),
-                                {"e": email, "d": email.split("@")[1]}).scalar()
-            s.execute(text("""INSERT INTO deliveries (campaign_id, subscriber_id, email, domain,
+                    {"e": email, "d": email.split("@")[1]},
+                ).scalar()
+            s.execute(
+                text("""INSERT INTO deliveries (campaign_id, subscriber_id, email, domain,
                               state, attempts, next_attempt_at, created_at, updated_at,
                               finished_at) VALUES (:c, :sid, :e, :d, :st, :a, 0, 0, 0, :f)"""),
-                      {"c": cid, "sid": sid, "e": email, "d": email.split("@")[1], "st": dstate,
-                       "a": attempts, "f": finished})
+                {
+                    "c": cid,
+                    "sid": sid,
+                    "e": email,
+                    "d": email.split("@")[1],
+                    "st": dstate,
+                    "a": attempts,
+                    "f": finished,
+                },
+            )
 
 
 def test_timeline_buckets_finished_deliveries_by_the_minute_and_stops_at_sixty(
-        db: Database) -> None:
+    db: Database,
+) -> None:
     t0 = 1_700_000_000.0
     rows = [(f"u{i}@x.test", "sent", 1, t0 + 60 * i + 30) for i in range(90)]  # 90 minutes
     rows += [("late@y.test", "bounced", 3, t0 + 89 * 60 + 59), ("q@y.test", "queued", 0, None)]
@@ -333,23 +457,27 @@ def test_timeline_buckets_finished_deliveries_by_the_minute_and_stops_at_sixty(
     assert report.timing.last_outcome == 89 * 60 + 59
     assert report.timing.rate == pytest.approx(91 / (89 * 60 + 59))
     assert report.timing.peak_rate == pytest.approx(3 / 120)  # the last: 2 sent, 1 bounced
-    assert [(d.domain, d.total, d.sent, d.bounced, d.pending, d.median_attempts)
-            for d in report.destinations] == [("x.test", 90, 90, 0, 0, 1.0),
-                                              ("y.test", 2, 0, 1, 1, 3.0)]
+    assert [
+        (d.domain, d.total, d.sent, d.bounced, d.pending, d.median_attempts)
+        for d in report.destinations
+    ] == [("x.test", 90, 90, 0, 0, 1.0), ("y.test", 2, 0, 1, 1, 3.0)]
 
 
 def test_destinations_are_the_top_domains_by_deliveries(db: Database) -> None:
-    rows = [(f"u{i}@d{n}.test", "sent", 1 + i % 2, 10.0 + i) for n in range(1, 6)
-            for i in range(n)]
+    rows = [(f"u{i}@d{n}.test", "sent", 1 + i % 2, 10.0 + i) for n in range(1, 6) for i in range(n)]
     make_campaign(db, 1, started_at=0.0, deliveries=rows)
     report = build_report(db, 1, top=3)
-    assert [(d.domain, d.total, d.median_attempts) for d in report.destinations] == \
-        [("d5.test", 5, 1.0), ("d4.test", 4, 1.5), ("d3.test", 3, 1.0)]
+    assert [(d.domain, d.total, d.median_attempts) for d in report.destinations] == [
+        ("d5.test", 5, 1.0),
+        ("d4.test", 4, 1.5),
+        ("d3.test", 3, 1.0),
+    ]
 
 
 def test_a_campaign_not_yet_sent_has_an_empty_report(db: Database) -> None:
-    make_campaign(db, 1, started_at=None, deliveries=[("a@x.test", "queued", 0, None)],
-                  state="scheduled")
+    make_campaign(
+        db, 1, started_at=None, deliveries=[("a@x.test", "queued", 0, None)], state="scheduled"
+    )
     report = build_report(db, 1)
     assert report.counts["queued"] == 1 and report.total == 1
     assert report.timeline.buckets == [] and report.timing.rate is None
@@ -371,17 +499,47 @@ def test_html_report_to_an_unwritable_place_is_an_input_error(db: Database, tmp_
 
 
 def test_campaign_lines_give_state_schedule_progress_and_rate(db: Database) -> None:
-    make_campaign(db, 1, started_at=1000.0, state="running", deliveries=[
-        ("a@x.test", "sent", 1, 1010.0), ("b@x.test", "bounced", 1, 1020.0),
-        ("c@x.test", "deferred", 1, None), ("d@x.test", "queued", 0, None),
-        ("e@x.test", "skipped", 0, None)])
-    make_campaign(db, 2, started_at=None, state="scheduled", scheduled_at=1_714_554_000.0,
-                  deliveries=[])
+    make_campaign(
+        db,
+        1,
+        started_at=1000.0,
+        state="running",
+        deliveries=[
+            ("a@x.test", "sent", 1, 1010.0),
+            ("b@x.test", "bounced", 1, 1020.0),
+            ("c@x.test", "deferred", 1, None),
+            ("d@x.test", "queued", 0, None),
+            ("e@x.test", "skipped", 0, None),
+        ],
+    )
+    make_campaign(
+        db, 2, started_at=None, state="scheduled", scheduled_at=1_714_554_000.0, deliveries=[]
+    )
     one, two = campaign_lines(db)
-    assert {k: one[k] for k in ("id", "state", "total", "done", "pending", "sent", "deferred",
-                                "bounced", "skipped")} == \
-        {"id": 1, "state": "running", "total": 5, "done": 3, "pending": 2, "sent": 1,
-         "deferred": 1, "bounced": 1, "skipped": 1}
+    assert {
+        k: one[k]
+        for k in (
+            "id",
+            "state",
+            "total",
+            "done",
+            "pending",
+            "sent",
+            "deferred",
+            "bounced",
+            "skipped",
+        )
+    } == {
+        "id": 1,
+        "state": "running",
+        "total": 5,
+        "done": 3,
+        "pending": 2,
+        "sent": 1,
+        "deferred": 1,
+        "bounced": 1,
+        "skipped": 1,
+    }
     assert one["progress"] == pytest.approx(0.6)
     assert one["rate"] == pytest.approx(2 / 20)  # two attempted and final in 20 s
     assert (two["total"], two["progress"], two["rate"]) == (0, 0.0, None)
@@ -395,11 +553,21 @@ def test_campaign_lines_give_state_schedule_progress_and_rate(db: Database) -> N
 
 def add_events(db: Database, n: int, campaign_id: int, t0: float) -> None:
     with db.session() as s:
-        s.execute(text("""INSERT INTO events (kind, campaign_id, email, code, enhanced, text,
+        s.execute(
+            text("""INSERT INTO events (kind, campaign_id, email, code, enhanced, text,
                           attempt, source, created_at) VALUES (:k, :c, :e, 550, '5.1.1',
                           :t, 1, 'engine', :at)"""),
-                  [{"k": "bounced", "c": campaign_id, "e": f"u{i}@x.test",
-                    "t": f'No such user, "u{i}"', "at": t0 + i} for i in range(n)])
+            [
+                {
+                    "k": "bounced",
+                    "c": campaign_id,
+                    "e": f"u{i}@x.test",
+                    "t": f'No such user, "u{i}"',
+                    "at": t0 + i,
+                }
+                for i in range(n)
+            ],
+        )
 
 
 def test_export_streams_every_event_in_order_across_batches(db: Database) -> None:
@@ -420,20 +588,24 @@ def test_export_filters_by_campaign_and_since_as_json_lines(db: Database) -> Non
     out = io.StringIO()
     assert export_events(db, out, campaign_id=2, since=2003.0, fmt="jsonl", batch=2) == 3
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(e["campaign_id"], e["created_at"], e["code"]) for e in lines] == \
-        [(2, 2003.0, 550), (2, 2004.0, 550), (2, 2005.0, 550)]
+    assert [(e["campaign_id"], e["created_at"], e["code"]) for e in lines] == [
+        (2, 2003.0, 550),
+        (2, 2004.0, 550),
+        (2, 2005.0, 550),
+    ]
     assert export_events(db, io.StringIO(), since=9999.0) == 0
 
 
-def test_events_export_command_writes_csv_to_stdout(world: World) -> None:  # noqa: F811 (fixture)
+def test_events_export_command_writes_csv_to_stdout(world: World) -> None:
     db = world.db()
     add_events(db, 3, campaign_id=5, t0=1_714_554_000.0)
     db.dispose()
     out = run(world, "events", "export", "--campaign", "5", "--since", "2024-05-01T09:00:01")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["email"] for r in rows] == ["u1@x.test", "u2@x.test"]
-    bad = CliRunner().invoke(cli, ["--config", str(world.config_path()), "events", "export",
-                                   "--since", "someday"])
+    bad = CliRunner().invoke(
+        cli, ["--config", str(world.config_path()), "events", "export", "--since", "someday"]
+    )
     assert bad.exit_code == 1 and "bulkmail: error: --since 'someday'" in bad.output
 
 

@@ -45,17 +45,25 @@ def test_hosts_come_in_preference_order_with_their_addresses(
     for line in ("20 mx2.example.test.", "10 mx1.example.test.", "30 mx3.example.test."):
         dns_zone.add("example.test", "MX", line)
     dns_zone.add("example.test", "A", "127.0.0.99")  # must be ignored: MX records exist
-    add_hosts(dns_zone, {"mx1.example.test": "127.0.0.2", "mx2.example.test": "127.0.0.3",
-                         "mx3.example.test": "127.0.0.4"})
+    add_hosts(
+        dns_zone,
+        {
+            "mx1.example.test": "127.0.0.2",
+            "mx2.example.test": "127.0.0.3",
+            "mx3.example.test": "127.0.0.4",
+        },
+    )
     dns_zone.add("mx1.example.test", "AAAA", "::1")
 
     result = route(resolver(dns_server), "Example.TEST.")
 
     assert result == Route(
         "example.test",
-        (MxHost("mx1.example.test", 10, ("127.0.0.2", "::1")),
-         MxHost("mx2.example.test", 20, ("127.0.0.3",)),
-         MxHost("mx3.example.test", 30, ("127.0.0.4",))),
+        (
+            MxHost("mx1.example.test", 10, ("127.0.0.2", "::1")),
+            MxHost("mx2.example.test", 20, ("127.0.0.3",)),
+            MxHost("mx3.example.test", 30, ("127.0.0.4",)),
+        ),
         "mx1.example.test,mx2.example.test,mx3.example.test",
     )
 
@@ -65,17 +73,19 @@ def test_equal_preferences_are_shuffled_on_every_call(
 ) -> None:
     for line in ("10 a.mx.test.", "10 b.mx.test.", "20 c.mx.test."):
         dns_zone.add("shuffle.test", "MX", line)
-    add_hosts(dns_zone, {"a.mx.test": "127.0.0.2", "b.mx.test": "127.0.0.3",
-                         "c.mx.test": "127.0.0.4"})
+    add_hosts(
+        dns_zone, {"a.mx.test": "127.0.0.2", "b.mx.test": "127.0.0.3", "c.mx.test": "127.0.0.4"}
+    )
     res = resolver(dns_server, rng=random.Random(42))
 
     async def many() -> list[tuple[str, ...]]:
-        return [tuple(h.name for h in (await res.route("shuffle.test")).hosts)
-                for _ in range(40)]
+        return [tuple(h.name for h in (await res.route("shuffle.test")).hosts) for _ in range(40)]
 
     orders = set(asyncio.run(many()))
-    assert orders == {("a.mx.test", "b.mx.test", "c.mx.test"),
-                      ("b.mx.test", "a.mx.test", "c.mx.test")}
+    assert orders == {
+        ("a.mx.test", "b.mx.test", "c.mx.test"),
+        ("b.mx.test", "a.mx.test", "c.mx.test"),
+    }
     assert mx_queries(dns_server, "shuffle.test") == 1
 
 
@@ -87,8 +97,9 @@ def test_no_mx_records_means_the_domain_itself_is_the_mx(
 
     result = route(resolver(dns_server), "implicit.test")
 
-    assert result == Route("implicit.test", (MxHost("implicit.test", 0, ("127.0.0.5",)),),
-                           "implicit.test")
+    assert result == Route(
+        "implicit.test", (MxHost("implicit.test", 0, ("127.0.0.5",)),), "implicit.test"
+    )
 
 
 def test_no_mx_and_no_address_bounces(dns_zone: Zone, dns_server: DnsServer) -> None:
@@ -100,9 +111,7 @@ def test_no_mx_and_no_address_bounces(dns_zone: Zone, dns_server: DnsServer) -> 
     assert (result.reply.code, result.reply.enhanced) == (550, "5.1.2")
 
 
-def test_null_mx_bounces_without_looking_up_any_host(
-    dns_zone: Zone, dns_server: DnsServer
-) -> None:
+def test_null_mx_bounces_without_looking_up_any_host(dns_zone: Zone, dns_server: DnsServer) -> None:
     dns_zone.add("nomail.test", "MX", "0 .")
     dns_zone.add("nomail.test", "A", "127.0.0.6")
 
@@ -221,9 +230,7 @@ def test_servfail_is_cached_only_briefly(dns_zone: Zone, dns_server: DnsServer) 
     assert recovered.reply is None and recovered.hosts[0].addresses == ("127.0.0.8",)
 
 
-def test_domains_with_the_same_mx_hosts_share_a_site(
-    dns_zone: Zone, dns_server: DnsServer
-) -> None:
+def test_domains_with_the_same_mx_hosts_share_a_site(dns_zone: Zone, dns_server: DnsServer) -> None:
     dns_zone.add("one.test", "MX", "10 mx1.hosting.test.")
     dns_zone.add("one.test", "MX", "20 mx2.hosting.test.")
     dns_zone.add("two.test", "MX", "5 MX2.hosting.test.")
@@ -258,14 +265,18 @@ def test_concurrent_routes_for_one_domain_share_one_lookup(
 
 def test_static_routes_override_dns(dns_zone: Zone, dns_server: DnsServer) -> None:
     dns_zone.add("relay.internal.test", "A", "127.0.0.9")
-    res = resolver(dns_server, static_routes={
-        "Corp.TEST": ["127.0.0.5:2525", "relay.internal.test", "[::1]:26"]})
+    res = resolver(
+        dns_server,
+        static_routes={"Corp.TEST": ["127.0.0.5:2525", "relay.internal.test", "[::1]:26"]},
+    )
 
     result = route(res, "corp.test")
 
-    assert result.hosts == (MxHost("127.0.0.5", 0, ("127.0.0.5",), 2525),
-                            MxHost("relay.internal.test", 1, ("127.0.0.9",), None),
-                            MxHost("::1", 2, ("::1",), 26))
+    assert result.hosts == (
+        MxHost("127.0.0.5", 0, ("127.0.0.5",), 2525),
+        MxHost("relay.internal.test", 1, ("127.0.0.9",), None),
+        MxHost("::1", 2, ("::1",), 26),
+    )
     assert result.site == "127.0.0.5:2525,[::1]:26,relay.internal.test"
     assert ("corp.test", "MX") not in dns_server.queries
 

@@ -15,19 +15,24 @@ from click.testing import CliRunner
 
 from bulkmail.cli.main import cli
 from bulkmail.peers.smtp import Script
-from tests.integration.world import SECRET, World, world  # noqa: F401
+from tests.integration.world import SECRET, World
 
 
 def bulkmail(world: World, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "BULKMAIL_SECRET": SECRET}
-    return subprocess.Popen([sys.executable, "-m", "bulkmail", "--config",
-                             str(world.config_path()), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bulkmail", "--config", str(world.config_path()), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def cli_json(world: World, *args: str) -> dict:  # type: ignore[type-arg]
-    out = CliRunner().invoke(cli, ["--config", str(world.config_path()), *args, "--json"],
-                             catch_exceptions=False)
+    out = CliRunner().invoke(
+        cli, ["--config", str(world.config_path()), *args, "--json"], catch_exceptions=False
+    )
     assert out.exit_code == 0, out.output
     return json.loads(out.output)
 
@@ -52,14 +57,19 @@ def test_run_due_sends_a_due_campaign_and_skips_one_three_days_late(world: World
     due = world.campaign()
     late = world.campaign()
     future = world.campaign()
-    assert cli_json(world, "campaigns", "schedule", str(due), "--at",
-                    iso(-timedelta(minutes=1)))["state"] == "scheduled"
+    assert (
+        cli_json(world, "campaigns", "schedule", str(due), "--at", iso(-timedelta(minutes=1)))[
+            "state"
+        ]
+        == "scheduled"
+    )
     cli_json(world, "campaigns", "schedule", str(late), "--at", iso(-timedelta(days=3)))
     cli_json(world, "campaigns", "schedule", str(future), "--at", iso(timedelta(days=1)))
     result = cli_json(world, "run-due")
     assert result["started"] == [due]
-    states = {c: cli_json(world, "campaigns", "status", str(c))["state"]
-              for c in (due, late, future)}
+    states = {
+        c: cli_json(world, "campaigns", "status", str(c))["state"] for c in (due, late, future)
+    }
     assert states == {due: "finished", late: "missed", future: "scheduled"}
     assert len(world.received()) == 5  # only the due campaign's five messages
     # a missed campaign waits for the operator
@@ -92,7 +102,7 @@ def test_two_run_due_processes_together_send_each_message_once(world: World) -> 
 
 
 def test_pause_then_resume_mid_send_sends_everyone_exactly_once(world: World) -> None:
-    people = slow_world(world, 300)
+    people = slow_world(world, 300, delay=0.05)
     cid = world.campaign()
     proc = bulkmail(world, "campaigns", "send", str(cid), "--wait")
     deadline = time.monotonic() + 60
@@ -127,8 +137,9 @@ def test_cancel_cancels_every_delivery_not_yet_sent(world: World) -> None:
     assert (data["state"], data["cancelled"]) == ("cancelled", 4)
     status = cli_json(world, "campaigns", "status", str(cid))
     assert (status["cancelled"], status["deferred"]) == (4, 0)
-    out = CliRunner().invoke(cli, ["--config", str(world.config_path()), "campaigns", "send",
-                                   str(cid)])
+    out = CliRunner().invoke(
+        cli, ["--config", str(world.config_path()), "campaigns", "send", str(cid)]
+    )
     assert out.exit_code == 1 and "cancelled" in out.stderr
 
 

@@ -8,7 +8,7 @@ import dkim
 import pytest
 
 from bulkmail.peers.smtp import Script
-from tests.integration.world import SENDING_DOMAIN, World, world  # noqa: F401
+from tests.integration.world import SENDING_DOMAIN, World
 
 
 def addresses(domain: str, n: int) -> list[str]:
@@ -76,10 +76,14 @@ def test_null_mx_and_nxdomain_bounce_without_connecting(world: World) -> None:
     cid = world.campaign()
     world.send(cid)
     states = world.states(cid)
-    assert (states["a@nullmx.test"].state, states["a@nullmx.test"].last_enhanced) == \
-        ("bounced", "5.1.10")
-    assert (states["b@missing.test"].state, states["b@missing.test"].last_enhanced) == \
-        ("bounced", "5.1.2")
+    assert (states["a@nullmx.test"].state, states["a@nullmx.test"].last_enhanced) == (
+        "bounced",
+        "5.1.10",
+    )
+    assert (states["b@missing.test"].state, states["b@missing.test"].last_enhanced) == (
+        "bounced",
+        "5.1.2",
+    )
     assert world.servers["127.0.0.2"].sessions_total == 0
 
 
@@ -102,14 +106,23 @@ def test_greylisting_ends_sent_after_a_retry(world: World) -> None:
     states = world.states(cid)
     assert {d.state for d in states.values()} == {"sent"}
     assert {d.attempts for d in states.values()} == {2}
-    events = world.sql("SELECT kind, code, enhanced, attempt FROM events WHERE campaign_id = :c",
-                       c=cid)
+    events = world.sql(
+        "SELECT kind, code, enhanced, attempt FROM events WHERE campaign_id = :c", c=cid
+    )
     assert sorted(tuple(e) for e in events) == [("deferred", 451, "4.7.1", 1)] * 3
 
 
 def test_unknown_user_bounces_and_is_suppressed_policy_block_is_not(world: World) -> None:
-    world.mx("a.test", (10, "127.0.0.2"), script=Script(rcpt_replies={
-        "gone@a.test": "550 5.1.1 No such user", "blocked@a.test": "550 5.7.1 Rejected by policy"}))
+    world.mx(
+        "a.test",
+        (10, "127.0.0.2"),
+        script=Script(
+            rcpt_replies={
+                "gone@a.test": "550 5.1.1 No such user",
+                "blocked@a.test": "550 5.7.1 Rejected by policy",
+            }
+        ),
+    )
     world.subscribers(["gone@a.test", "blocked@a.test", "fine@a.test"])
     cid = world.campaign()
     world.send(cid)
@@ -190,21 +203,30 @@ def test_envelope_sender_is_verp_and_status_json_matches(world: World) -> None:
     world.send(cid)
     for m in world.servers["127.0.0.2"].messages:
         assert m.mail_from.startswith("bounces+") and m.mail_from.endswith(
-            f"@bounces.{SENDING_DOMAIN}")
-    out = CliRunner().invoke(cli, ["--config", str(world.config_path()), "campaigns", "status",
-                                   str(cid), "--json"])
+            f"@bounces.{SENDING_DOMAIN}"
+        )
+    out = CliRunner().invoke(
+        cli, ["--config", str(world.config_path()), "campaigns", "status", str(cid), "--json"]
+    )
     data = json.loads(out.output)
     assert (data["state"], data["total"], data["sent"]) == ("finished", 2, 2)
 
 
 @pytest.mark.parametrize("mode", ["opportunistic", "required"])
-def test_starttls_is_used_and_recorded(world: World, tls_server_context, tls_ca,  # type: ignore[no-untyped-def]
-                                       mode: str) -> None:
+def test_starttls_is_used_and_recorded(
+    world: World,
+    tls_server_context,
+    tls_ca,  # type: ignore[no-untyped-def]
+    mode: str,
+) -> None:
     ca = world.root / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(ca))
     world.configure("sender", tls=mode, ca_file=str(ca))
-    world.mx("a.test", (10, "127.0.0.2"),
-             starttls_context=tls_server_context(f"mx-127-0-0-2.{SENDING_DOMAIN}"))
+    world.mx(
+        "a.test",
+        (10, "127.0.0.2"),
+        starttls_context=tls_server_context(f"mx-127-0-0-2.{SENDING_DOMAIN}"),
+    )
     world.subscribers(addresses("a.test", 3))
     cid = world.campaign()
     world.send(cid)
@@ -224,17 +246,30 @@ def test_required_tls_defers_when_starttls_is_missing(world: World) -> None:
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 def test_relay_mode_authenticates_and_sends_everything_through_the_smart_host(
-        world: World, tls_server_context, tls_ca, monkeypatch, security: str) -> None:  # type: ignore[no-untyped-def]
+    world: World, tls_server_context, tls_ca, monkeypatch, security: str
+) -> None:  # type: ignore[no-untyped-def]
     ca = world.root / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(ca))
     context = tls_server_context()
-    relay = world.server("127.0.0.9", auth={"news": "correct horse"},
-                         **({"starttls_context": context} if security == "starttls"
-                            else {"implicit_tls_context": context}))
+    relay = world.server(
+        "127.0.0.9",
+        auth={"news": "correct horse"},
+        **(
+            {"starttls_context": context}
+            if security == "starttls"
+            else {"implicit_tls_context": context}
+        ),
+    )
     monkeypatch.setenv("BULKMAIL_RELAY_PASSWORD", "correct horse")
     world.configure("sender", mode="relay")
-    world.configure("relay", host="127.0.0.9", port=world.port, security=security,
-                    username="news", ca_file=str(ca))
+    world.configure(
+        "relay",
+        host="127.0.0.9",
+        port=world.port,
+        security=security,
+        username="news",
+        ca_file=str(ca),
+    )
     world.subscribers(addresses("far.test", 3) + addresses("away.test", 2))  # no DNS needed
     cid = world.campaign()
     assert world.send(cid).state == "finished"
@@ -243,17 +278,16 @@ def test_relay_mode_authenticates_and_sends_everything_through_the_smart_host(
 
 
 def test_bad_relay_credentials_stop_the_send_without_bouncing_anyone(
-        world: World, tls_server_context, tls_ca, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    world: World, tls_server_context, tls_ca, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from bulkmail.errors import AuthenticationError
 
     ca = world.root / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(ca))
-    world.server("127.0.0.9", auth={"news": "correct horse"},
-                 starttls_context=tls_server_context())
+    world.server("127.0.0.9", auth={"news": "correct horse"}, starttls_context=tls_server_context())
     monkeypatch.setenv("BULKMAIL_RELAY_PASSWORD", "wrong-password-123")
     world.configure("sender", mode="relay")
-    world.configure("relay", host="127.0.0.9", port=world.port, username="news",
-                    ca_file=str(ca))
+    world.configure("relay", host="127.0.0.9", port=world.port, username="news", ca_file=str(ca))
     world.subscribers(addresses("far.test", 20))
     cid = world.campaign()
     with pytest.raises(AuthenticationError) as err:
@@ -270,8 +304,10 @@ def test_non_ascii_address_needs_smtputf8(world: World) -> None:
     cid = world.campaign()
     world.send(cid)
     states = world.states(cid)
-    assert (states["josé@a.test"].state, states["josé@a.test"].last_enhanced) == \
-        ("bounced", "5.6.7")
+    assert (states["josé@a.test"].state, states["josé@a.test"].last_enhanced) == (
+        "bounced",
+        "5.6.7",
+    )
     assert states["josé@b.test"].state == "sent"
     assert states["plain@a.test"].state == "sent"
     assert [m.rcpt_tos for m in world.servers["127.0.0.3"].messages] == [["josé@b.test"]]
@@ -282,8 +318,10 @@ def test_delivered_messages_verify_with_mail_dkim(world: World) -> None:
     import shutil
     import subprocess
 
-    if shutil.which("perl") is None or subprocess.run(
-            ["perl", "-MMail::DKIM::Verifier", "-e1"], capture_output=True).returncode:
+    if (
+        shutil.which("perl") is None
+        or subprocess.run(["perl", "-MMail::DKIM::Verifier", "-e1"], capture_output=True).returncode
+    ):
         pytest.skip("Perl Mail::DKIM is not installed (scripts/install-test-peers.sh)")
     world.mx("a.test", (10, "127.0.0.2"))
     world.subscribers(addresses("a.test", 5))
@@ -297,6 +335,5 @@ my $v = Mail::DKIM::Verifier->new(); $v->PRINT($msg); $v->CLOSE();
 print $v->result, "\\n";
 """
     for m in world.servers["127.0.0.2"].messages:
-        out = subprocess.run(["perl", "-e", script], input=m.data, capture_output=True,
-                             timeout=30)
+        out = subprocess.run(["perl", "-e", script], input=m.data, capture_output=True, timeout=30)
         assert out.stdout.decode().strip() == "pass", out.stderr.decode()

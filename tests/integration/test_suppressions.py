@@ -25,8 +25,14 @@ from bulkmail.errors import InputError
 
 def emails(db: Database) -> list[tuple[str, str, str]]:
     with db.session() as s:
-        return [tuple(r) for r in s.execute(text(  # type: ignore[misc]
-            "SELECT email, reason, source FROM suppressions ORDER BY id")).all()]
+        return [
+            tuple(r)
+            for r in s.execute(
+                text(  # type: ignore[misc]
+                    "SELECT email, reason, source FROM suppressions ORDER BY id"
+                )
+            ).all()
+        ]
 
 
 def test_add_normalises_the_address_and_keeps_the_first_entry(db: Database) -> None:
@@ -55,22 +61,29 @@ def test_listing_pages_by_id_and_iterating_streams_every_entry(db: Database) -> 
     second = sup.list_suppressions(db, after=first[-1].id, limit=10)
     assert [e.email for e in first + second] == [f"u{i:02}@example.com" for i in range(20)]
     assert len(list(sup.iter_suppressions(db, page=7))) == 25
-    assert [e.email for e in sup.iter_suppressions(db, source="manual", page=2)] == \
-        [f"u{i:02}@example.com" for i in (0, 5, 10, 15, 20)]
+    assert [e.email for e in sup.iter_suppressions(db, source="manual", page=2)] == [
+        f"u{i:02}@example.com" for i in (0, 5, 10, 15, 20)
+    ]
 
 
-def test_import_reports_rejected_lines_and_counts_existing_entries(db: Database,
-                                                                   tmp_path: Path) -> None:
+def test_import_reports_rejected_lines_and_counts_existing_entries(
+    db: Database, tmp_path: Path
+) -> None:
     sup.add_suppression(db, "old@example.com", "kept", "bounce")
     path = tmp_path / "blocked.csv"
-    path.write_text("a@example.com,spam trap\nnot an address\n\nB@EXAMPLE.com\n"
-                    "old@example.com,new reason\na@example.com\n@x.com,y\n", encoding="utf-8")
+    path.write_text(
+        "a@example.com,spam trap\nnot an address\n\nB@EXAMPLE.com\n"
+        "old@example.com,new reason\na@example.com\n@x.com,y\n",
+        encoding="utf-8",
+    )
     result = sup.import_csv(db, path, reason="cleanup", batch=2)
     assert (result.added, result.existing) == (2, 2)
     assert [(r.line, r.text) for r in result.rejected] == [(2, "not an address"), (7, "@x.com,y")]
-    assert emails(db) == [("old@example.com", "kept", "bounce"),
-                          ("a@example.com", "spam trap", "import"),
-                          ("B@example.com", "cleanup", "import")]
+    assert emails(db) == [
+        ("old@example.com", "kept", "bounce"),
+        ("a@example.com", "spam trap", "import"),
+        ("B@example.com", "cleanup", "import"),
+    ]
 
 
 def test_an_export_imports_back_with_reasons_and_sources(db: Database, tmp_path: Path) -> None:
@@ -105,17 +118,27 @@ def test_suppressed_addresses_are_skipped_at_enqueue(db: Database, tmp_path: Pat
     people.write_text("email\nann@example.com\nbob@example.com\n", encoding="utf-8")
     import_csv(db, "news", people)
     sup.add_suppression(db, "ann@EXAMPLE.com", "complained by phone")
-    cid = create_campaign(db, parse_settings({}, "test"), name="c", list_name="news",
-                          subject="Hi", from_header="News <news@example.com>",
-                          template="newsletter").id
+    cid = create_campaign(
+        db,
+        parse_settings({}, "test"),
+        name="c",
+        list_name="news",
+        subject="Hi",
+        from_header="News <news@example.com>",
+        template="newsletter",
+    ).id
     enqueue(db, cid, lst.id, time.time())
     with db.session() as s:
-        rows = dict(s.execute(text(
-            "SELECT email, state FROM deliveries WHERE campaign_id = :c"), {"c": cid}).all())
+        rows = dict(
+            s.execute(
+                text("SELECT email, state FROM deliveries WHERE campaign_id = :c"), {"c": cid}
+            ).all()
+        )
     assert rows == {"ann@example.com": "skipped", "bob@example.com": "queued"}
 
 
 # -- the CLI ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def run(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
@@ -124,39 +147,67 @@ def run(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: 
     monkeypatch.delenv("BULKMAIL_DATABASE_URL", raising=False)
 
     def invoke(*args: str, stdin: str | None = None) -> Result:
-        return CliRunner().invoke(cli, ["--config", str(config), "suppressions", *args],
-                                  input=stdin, catch_exceptions=False)
+        return CliRunner().invoke(
+            cli,
+            ["--config", str(config), "suppressions", *args],
+            input=stdin,
+            catch_exceptions=False,
+        )
 
     return invoke
 
 
 def test_the_suppressions_commands(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert json.loads(run("add", "Ann@Example.com", "--reason", "asked", "--json").output) == \
-        {"email": "Ann@Example.com", "added": True}
+    assert json.loads(run("add", "Ann@Example.com", "--reason", "asked", "--json").output) == {
+        "email": "Ann@Example.com",
+        "added": True,
+    }
     assert "suppressed already" in run("add", "Ann@example.com").output
-    assert run("import", "-", "--source", "crm", "--json",
-               stdin="bob@example.com,left\nnope\n").output.strip() == json.dumps(
-        {"added": 1, "existing": 0, "rejected": [
-            {"line": 2, "text": "nope", "reason": json.loads(run(
-                "import", "-", "--json", stdin="nope\n").output)["rejected"][0]["reason"]}]})
+    assert run(
+        "import", "-", "--source", "crm", "--json", stdin="bob@example.com,left\nnope\n"
+    ).output.strip() == json.dumps(
+        {
+            "added": 1,
+            "existing": 0,
+            "rejected": [
+                {
+                    "line": 2,
+                    "text": "nope",
+                    "reason": json.loads(run("import", "-", "--json", stdin="nope\n").output)[
+                        "rejected"
+                    ][0]["reason"],
+                }
+            ],
+        }
+    )
     listed = json.loads(run("list", "--json").output)
     assert [(e["email"], e["reason"], e["source"]) for e in listed] == [
-        ("Ann@example.com", "asked", "manual"), ("bob@example.com", "left", "crm")]
-    assert json.loads(run("list", "--json", "--after", str(listed[0]["id"]), "--limit", "5"
-                          ).output)[0]["email"] == "bob@example.com"
+        ("Ann@example.com", "asked", "manual"),
+        ("bob@example.com", "left", "crm"),
+    ]
+    assert (
+        json.loads(run("list", "--json", "--after", str(listed[0]["id"]), "--limit", "5").output)[
+            0
+        ]["email"]
+        == "bob@example.com"
+    )
     assert "bob@example.com" in run("list", "--source", "crm").output
     assert run("export").output.splitlines()[1].startswith("Ann@example.com,asked,manual,")
     exported = tmp_path / "out.csv"
-    assert json.loads(run("export", str(exported), "--json").output) == \
-        {"exported": 2, "file": str(exported)}
+    assert json.loads(run("export", str(exported), "--json").output) == {
+        "exported": 2,
+        "file": str(exported),
+    }
     assert json.loads(run("remove", "bob@example.com", "--json").output)["removed"] is True
     assert "was not suppressed" in run("remove", "bob@example.com").output
     assert "1 added, 1 already suppressed, 0 rejected" in run("import", str(exported)).output
 
 
 def test_a_bad_address_or_file_is_one_line_error(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    for result, fragment in ((run("add", "nope"), "'nope'"),
-                             (run("import", str(tmp_path / "missing.csv")), "missing.csv")):
+    for result, fragment in (
+        (run("add", "nope"), "'nope'"),
+        (run("import", str(tmp_path / "missing.csv")), "missing.csv"),
+    ):
         assert result.exit_code != 0
         assert result.stderr.strip().startswith("bulkmail: error: ")
         assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr

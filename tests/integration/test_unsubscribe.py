@@ -28,7 +28,7 @@ from bulkmail.db.engine import Database
 from bulkmail.db.queries import enqueue
 from bulkmail.peers.smtp import free_port
 from tests.integration.world import SECRET as WORLD_SECRET
-from tests.integration.world import World, world  # noqa: F401
+from tests.integration.world import World
 
 SECRET = b"integration-secret-0123456789"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -41,8 +41,12 @@ class Audience:
     ids: dict[str, int]  # email -> subscriber id
 
 
-def make_audience(db: Database, tmp_path: Path, emails: list[str], list_name: str = "news",
-                  ) -> Audience:
+def make_audience(
+    db: Database,
+    tmp_path: Path,
+    emails: list[str],
+    list_name: str = "news",
+) -> Audience:
     lst = create_list(db, list_name)
     path = tmp_path / f"{list_name}.csv"
     path.write_text("email\n" + "\n".join(emails) + "\n", encoding="utf-8")
@@ -51,9 +55,15 @@ def make_audience(db: Database, tmp_path: Path, emails: list[str], list_name: st
 
 
 def new_campaign(db: Database, list_name: str = "news") -> int:
-    return create_campaign(db, parse_settings({}, "test"), name="c", list_name=list_name,
-                           subject="Hi", from_header="News <news@example.com>",
-                           template="newsletter").id
+    return create_campaign(
+        db,
+        parse_settings({}, "test"),
+        name="c",
+        list_name=list_name,
+        subject="Hi",
+        from_header="News <news@example.com>",
+        template="newsletter",
+    ).id
 
 
 def subscriber_ids(db: Database) -> dict[str, int]:
@@ -66,32 +76,43 @@ def sql(db: Database, query: str, **params: object) -> list:  # type: ignore[typ
 
 
 def status(db: Database, list_id: int, subscriber_id: int) -> str:
-    return sql(db, "SELECT status FROM memberships WHERE list_id = :l AND subscriber_id = :s",
-               l=list_id, s=subscriber_id)[0][0]
+    return sql(
+        db,
+        "SELECT status FROM memberships WHERE list_id = :l AND subscriber_id = :s",
+        l=list_id,
+        s=subscriber_id,
+    )[0][0]
 
 
 def events(db: Database) -> list:  # type: ignore[type-arg]
-    return sql(db, "SELECT kind, campaign_id, subscriber_id, email, source, dedupe_key "
-                   "FROM events ORDER BY id")
+    return sql(
+        db,
+        "SELECT kind, campaign_id, subscriber_id, email, source, dedupe_key "
+        "FROM events ORDER BY id",
+    )
 
 
 def enqueued(db: Database, list_id: int, list_name: str = "news") -> list[str]:
     cid = new_campaign(db, list_name)
     enqueue(db, cid, list_id, time.time())
-    return sorted(r[0] for r in sql(db, "SELECT email FROM deliveries WHERE campaign_id = :c",
-                                    c=cid))
+    return sorted(
+        r[0] for r in sql(db, "SELECT email FROM deliveries WHERE campaign_id = :c", c=cid)
+    )
 
 
 # -- the library, on SQLite and PostgreSQL ----------------------------------------------------
 
-def test_unsubscribe_marks_the_membership_and_writes_one_event(db: Database,
-                                                               tmp_path: Path) -> None:
+
+def test_unsubscribe_marks_the_membership_and_writes_one_event(
+    db: Database, tmp_path: Path
+) -> None:
     a = make_audience(db, tmp_path, ["ann@example.com", "bob@example.com"])
     ann = a.ids["ann@example.com"]
     assert unsubscribe(db, a.campaign_id, ann, "mailto", now=1000.0, dedupe_key="m1") is True
     assert status(db, a.list_id, ann) == "unsubscribed"
-    assert sql(db, "SELECT updated_at FROM memberships WHERE subscriber_id = :s", s=ann) == \
-        [(1000.0,)]
+    assert sql(db, "SELECT updated_at FROM memberships WHERE subscriber_id = :s", s=ann) == [
+        (1000.0,)
+    ]
     assert events(db) == [("unsubscribed", a.campaign_id, ann, "ann@example.com", "mailto", "m1")]
     assert status(db, a.list_id, a.ids["bob@example.com"]) == "subscribed"
 
@@ -105,8 +126,9 @@ def test_a_repeat_changes_nothing_and_adds_no_event(db: Database, tmp_path: Path
     assert len(events(db)) == 1
 
 
-def test_a_repeated_dedupe_key_neither_fails_nor_adds_an_event(db: Database,
-                                                                tmp_path: Path) -> None:
+def test_a_repeated_dedupe_key_neither_fails_nor_adds_an_event(
+    db: Database, tmp_path: Path
+) -> None:
     a = make_audience(db, tmp_path, ["ann@example.com"])
     ann = a.ids["ann@example.com"]
     assert unsubscribe(db, a.campaign_id, ann, "mailto", dedupe_key="<msg@x>") is True
@@ -117,8 +139,9 @@ def test_a_repeated_dedupe_key_neither_fails_nor_adds_an_event(db: Database,
     assert len(events(db)) == 1
 
 
-def test_an_unknown_campaign_subscriber_or_membership_changes_nothing(db: Database,
-                                                                      tmp_path: Path) -> None:
+def test_an_unknown_campaign_subscriber_or_membership_changes_nothing(
+    db: Database, tmp_path: Path
+) -> None:
     a = make_audience(db, tmp_path, ["ann@example.com"])
     make_audience(db, tmp_path, ["zed@example.com"], list_name="other")
     ann, zed = a.ids["ann@example.com"], subscriber_ids(db)["zed@example.com"]
@@ -129,14 +152,15 @@ def test_an_unknown_campaign_subscriber_or_membership_changes_nothing(db: Databa
     assert status(db, a.list_id, ann) == "subscribed"
 
 
-def test_unsubscribing_leaves_the_member_s_other_lists_alone(db: Database,
-                                                            tmp_path: Path) -> None:
+def test_unsubscribing_leaves_the_member_s_other_lists_alone(db: Database, tmp_path: Path) -> None:
     a = make_audience(db, tmp_path, ["ann@example.com"])
     b = make_audience(db, tmp_path, ["ann@example.com"], list_name="other")
     ann = a.ids["ann@example.com"]
     unsubscribe(db, b.campaign_id, ann, "one-click")
-    assert (status(db, a.list_id, ann), status(db, b.list_id, ann)) == \
-        ("subscribed", "unsubscribed")
+    assert (status(db, a.list_id, ann), status(db, b.list_id, ann)) == (
+        "subscribed",
+        "unsubscribed",
+    )
     assert enqueued(db, a.list_id) == ["ann@example.com"]
 
 
@@ -144,8 +168,12 @@ def test_unsubscribe_token_refuses_forged_tokens(db: Database, tmp_path: Path) -
     a = make_audience(db, tmp_path, ["ann@example.com"])
     ann = a.ids["ann@example.com"]
     good = make_token(SECRET, a.campaign_id, ann)
-    for bad in (good[:-2], make_token(b"not-our-secret-0123456789", a.campaign_id, ann),
-                make_token(SECRET, a.campaign_id + 9, ann), ""):
+    for bad in (
+        good[:-2],
+        make_token(b"not-our-secret-0123456789", a.campaign_id, ann),
+        make_token(SECRET, a.campaign_id + 9, ann),
+        "",
+    ):
         assert unsubscribe_token(db, SECRET, bad, "one-click") is None
     assert status(db, a.list_id, ann) == "subscribed"
     outcome = unsubscribe_token(db, SECRET, good.upper(), "one-click")
@@ -154,8 +182,7 @@ def test_unsubscribe_token_refuses_forged_tokens(db: Database, tmp_path: Path) -
     assert find_target(db, a.campaign_id, ann).subscribed is False  # type: ignore[union-attr]
 
 
-def test_simultaneous_requests_change_the_membership_once(db: Database,
-                                                          tmp_path: Path) -> None:
+def test_simultaneous_requests_change_the_membership_once(db: Database, tmp_path: Path) -> None:
     a = make_audience(db, tmp_path, ["ann@example.com"])
     ann = a.ids["ann@example.com"]
     start = threading.Barrier(4)
@@ -176,24 +203,46 @@ def test_simultaneous_requests_change_the_membership_once(db: Database,
 
 # -- real HTTP against `bulkmail serve` -----------------------------------------------------
 
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """``serve(db_url, secret, path="/u")`` starts ``bulkmail serve`` on a free port and
     returns its base URL (``http://127.0.0.1:PORT/u``) once it answers."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(db_url: str, secret: str, path: str = "/u", port: int | None = None,
-              config: Path | None = None) -> str:
+    def start(
+        db_url: str,
+        secret: str,
+        path: str = "/u",
+        port: int | None = None,
+        config: Path | None = None,
+    ) -> str:
         port = port or free_port()
         if config is None:
             config = tmp_path / "serve.toml"
-            config.write_text(f'[database]\nurl = "{db_url}"\n[unsubscribe]\n'
-                              f'url = "https://news.example{path}"\n', encoding="utf-8")
+            config.write_text(
+                f'[database]\nurl = "{db_url}"\n[unsubscribe]\n'
+                f'url = "https://news.example{path}"\n',
+                encoding="utf-8",
+            )
         env = {**os.environ, "BULKMAIL_SECRET": secret}
         env.pop("BULKMAIL_DATABASE_URL", None)
         log = (tmp_path / f"serve-{port}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "bulkmail", "--config", str(config),
-                                 "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bulkmail",
+                "--config",
+                str(config),
+                "serve",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
         procs.append(proc)
         base = f"http://127.0.0.1:{port}{path}"
         deadline = time.monotonic() + 30
@@ -217,7 +266,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
 
 
 def test_one_click_over_http_unsubscribes_get_does_not_and_forgeries_are_refused(
-        db: Database, db_url: str, tmp_path: Path, serve: Callable[..., str]) -> None:
+    db: Database, db_url: str, tmp_path: Path, serve: Callable[..., str]
+) -> None:
     a = make_audience(db, tmp_path, ["ann@example.com", "bob@example.com"])
     ann = a.ids["ann@example.com"]
     token = make_token(SECRET, a.campaign_id, ann)
@@ -234,33 +284,47 @@ def test_one_click_over_http_unsubscribes_get_does_not_and_forgeries_are_refused
         assert http.post(f"{base}/{token}", data={"x": "y"}).status_code == 400
         assert status(db, a.list_id, ann) == "subscribed"
 
-        r = http.post(f"{base}/{token}", content=b"List-Unsubscribe=One-Click",
-                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = http.post(
+            f"{base}/{token}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert r.status_code == 200
         assert "set-cookie" not in r.headers and r.headers["cache-control"] == "no-store"
         assert status(db, a.list_id, ann) == "unsubscribed"
-        assert http.post(f"{base}/{token}", files={"List-Unsubscribe": (None, "One-Click")}
-                         ).status_code == 200
-    assert events(db) == [("unsubscribed", a.campaign_id, ann, "ann@example.com", "one-click",
-                           None)]
+        assert (
+            http.post(
+                f"{base}/{token}", files={"List-Unsubscribe": (None, "One-Click")}
+            ).status_code
+            == 200
+        )
+    assert events(db) == [
+        ("unsubscribed", a.campaign_id, ann, "ann@example.com", "one-click", None)
+    ]
     assert enqueued(db, a.list_id) == ["bob@example.com"]
 
 
 def test_the_link_in_a_received_message_unsubscribes_and_the_next_campaign_skips_it(
-        world: World, serve: Callable[..., str]) -> None:  # noqa: F811
+    world: World, serve: Callable[..., str]
+) -> None:
     port = free_port()
     world.configure("unsubscribe", url=f"http://127.0.0.1:{port}/u")
     world.mx("a.test", (10, "127.0.0.2"))
     world.subscribers(["ann@a.test", "bob@a.test"])
     serve(world.db_url, WORLD_SECRET, port=port, config=world.config_path())
     world.send(world.campaign())
-    to_ann = next(email.message_from_bytes(m.data) for m in world.received()
-                  if m.rcpt_tos == ["ann@a.test"])
+    to_ann = next(
+        email.message_from_bytes(m.data) for m in world.received() if m.rcpt_tos == ["ann@a.test"]
+    )
     assert to_ann["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     link = re.search(r"<(https?://[^>]+)>", to_ann["List-Unsubscribe"])[1]  # type: ignore[index]
     # What a mailbox provider sends (RFC 8058 section 3.2): no cookies, no redirects.
-    r = httpx.post(link, content=b"List-Unsubscribe=One-Click", timeout=10,
-                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = httpx.post(
+        link,
+        content=b"List-Unsubscribe=One-Click",
+        timeout=10,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200
 
     for server in world.servers.values():

@@ -63,8 +63,7 @@ class World:
         self.servers[ip] = server
         return server
 
-    def mx(self, domain: str, *hosts: tuple[int, str], serve: bool = True,
-           **kwargs: Any) -> None:
+    def mx(self, domain: str, *hosts: tuple[int, str], serve: bool = True, **kwargs: Any) -> None:
         """Publish MX records for ``domain`` (preference, ip) and start a server on each ip."""
         for pref, ip in hosts:
             name = f"mx-{ip.replace('.', '-')}.{SENDING_DOMAIN}"
@@ -86,13 +85,25 @@ class World:
     def config_path(self) -> Path:
         sections: dict[str, dict[str, Any]] = {
             "database": {"url": self.db_url},
-            "sender": {"helo": f"mail.{SENDING_DOMAIN}", "port": self.port,
-                       "return_path_domain": f"bounces.{SENDING_DOMAIN}", "tls": "off"},
+            "sender": {
+                "helo": f"mail.{SENDING_DOMAIN}",
+                "port": self.port,
+                "return_path_domain": f"bounces.{SENDING_DOMAIN}",
+                "tls": "off",
+            },
             "dns": {"nameservers": ["127.0.0.1"], "port": self.dns.port, "timeout": 1.0},
             "dkim": {"domain": SENDING_DOMAIN, "selector": "s1", "key_file": "s1.pem"},
             "retry": {"intervals": ["1s"], "max_age": "1h"},
-            "timeouts": {"connect": 2.0, "greeting": 5.0, "mail": 5.0, "rcpt": 5.0,
-                         "data_init": 5.0, "data_block": 5.0, "data_end": 5.0, "session": 60.0},
+            "timeouts": {
+                "connect": 2.0,
+                "greeting": 5.0,
+                "mail": 5.0,
+                "rcpt": 5.0,
+                "data_init": 5.0,
+                "data_block": 5.0,
+                "data_end": 5.0,
+                "session": 60.0,
+            },
             "unsubscribe": {"url": "http://127.0.0.1:8080/u", "mailto": f"unsub@{SENDING_DOMAIN}"},
         }
         for section, values in self.overrides.items():
@@ -129,17 +140,29 @@ class World:
 
     def campaign(self, template: str = "newsletter") -> int:
         db = self.db()
-        c = create_campaign(db, self.settings(), name="test", list_name=self.list_name,
-                            subject="Hello {{ subscriber.name }}",
-                            from_header=f"News <news@{SENDING_DOMAIN}>", template=template)
+        c = create_campaign(
+            db,
+            self.settings(),
+            name="test",
+            list_name=self.list_name,
+            subject="Hello {{ subscriber.name }}",
+            from_header=f"News <news@{SENDING_DOMAIN}>",
+            template=template,
+        )
         db.dispose()
         return c.id
 
     def send(self, campaign_id: int, wait: bool = False, workers: int = 1) -> SendReport:
         db = self.db()
         try:
-            return send_campaign(self.settings(), db, campaign_id, wait=wait, workers=workers,
-                                 config_path=str(self.config_path()))
+            return send_campaign(
+                self.settings(),
+                db,
+                campaign_id,
+                wait=wait,
+                workers=workers,
+                config_path=str(self.config_path()),
+            )
         finally:
             db.dispose()
 
@@ -180,8 +203,9 @@ def world(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     key = dkim_key()
     (tmp_path / "s1.pem").write_bytes(key)
     zone = Zone()
-    zone.add(f"s1._domainkey.{SENDING_DOMAIN}", "TXT",
-             split_txt(dns_txt_value(load_private_key(key))))
+    zone.add(
+        f"s1._domainkey.{SENDING_DOMAIN}", "TXT", split_txt(dns_txt_value(load_private_key(key)))
+    )
     with DnsServer(zone) as dns:
         w = World(tmp_path, db_url, zone, dns, free_port(ALL_HOSTS))
         try:

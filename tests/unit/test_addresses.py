@@ -29,9 +29,21 @@ def test_valid_addresses_are_normalised(raw: str, email: str, smtputf8: bool) ->
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "plainaddress", "a@b", "a..b@example.com", "a@-example.com", ".a@example.com",
-     "a@example..com", "a b@example.com", "a@example.invalid", "a@printer.local",
-     "x" * 65 + "@example.com", "a@" + "b" * 250 + ".com", "a@example.com\r\nBcc: x@y.com"],
+    [
+        "",
+        "plainaddress",
+        "a@b",
+        "a..b@example.com",
+        "a@-example.com",
+        ".a@example.com",
+        "a@example..com",
+        "a b@example.com",
+        "a@example.invalid",
+        "a@printer.local",
+        "x" * 65 + "@example.com",
+        "a@" + "b" * 250 + ".com",
+        "a@example.com\r\nBcc: x@y.com",
+    ],
 )
 def test_invalid_addresses_are_refused_with_a_reason(raw: str) -> None:
     with pytest.raises(InvalidAddress) as err:

@@ -89,8 +89,13 @@ def test_quota_as_4xx_is_quota_and_deferred() -> None:
 
 @pytest.mark.parametrize(
     "code, line",
-    [(421, "4.4.2 Connection dropped"), (450, "4.4.7 Delivery time expired"),
-     (451, "4.3.0 Local error"), (450, "try later"), (451, "4.4.5 System congestion")],
+    [
+        (421, "4.4.2 Connection dropped"),
+        (450, "4.4.7 Delivery time expired"),
+        (451, "4.3.0 Local error"),
+        (450, "try later"),
+        (451, "4.4.5 System congestion"),
+    ],
 )
 def test_any_4xx_is_soft_and_deferred(code: int, line: str) -> None:
     v = verdict(code, line)
@@ -99,8 +104,7 @@ def test_any_4xx_is_soft_and_deferred(code: int, line: str) -> None:
 
 def test_greylisting_is_deferred_not_bounced() -> None:
     v = verdict(451, "4.7.1 Greylisted, try again")
-    assert (v.category, v.disposition, v.suppress) == (
-        Category.POLICY, Disposition.DEFERRED, False)
+    assert (v.category, v.disposition, v.suppress) == (Category.POLICY, Disposition.DEFERRED, False)
 
 
 def test_x4x_as_5xx_is_soft_and_deferred() -> None:
@@ -110,15 +114,13 @@ def test_x4x_as_5xx_is_soft_and_deferred() -> None:
 
 def test_5_4_7_from_a_relay_is_expired() -> None:
     v = verdict(554, "5.4.7 Delivery time expired")
-    assert (v.category, v.disposition, v.suppress) == (
-        Category.EXPIRED, Disposition.EXPIRED, False)
+    assert (v.category, v.disposition, v.suppress) == (Category.EXPIRED, Disposition.EXPIRED, False)
 
 
 @pytest.mark.parametrize("enhanced", ["5.7.1", "5.7.26", "5.7.0"])
 def test_policy_blocks_bounce_without_suppressing(enhanced: str) -> None:
     v = verdict(550, f"{enhanced} Message rejected: user unknown? no, reputation")
-    assert (v.category, v.disposition, v.suppress) == (
-        Category.POLICY, Disposition.BOUNCED, False)
+    assert (v.category, v.disposition, v.suppress) == (Category.POLICY, Disposition.BOUNCED, False)
     assert not bounce_is_hard(v)
 
 
@@ -131,8 +133,7 @@ def test_a_refused_sender_address_never_suppresses_the_recipient(enhanced: str) 
 @pytest.mark.parametrize("line", ["5.6.0 Bad content", "5.6.7 Non-ASCII", "5.3.4 Message too big"])
 def test_content_codes_bounce_without_suppressing(line: str) -> None:
     v = verdict(554, line)
-    assert (v.category, v.disposition, v.suppress) == (
-        Category.CONTENT, Disposition.BOUNCED, False)
+    assert (v.category, v.disposition, v.suppress) == (Category.CONTENT, Disposition.BOUNCED, False)
 
 
 def test_protocol_codes_bounce() -> None:
@@ -142,8 +143,12 @@ def test_protocol_codes_bounce() -> None:
 
 @pytest.mark.parametrize(
     "code, line",
-    [(452, "4.5.3 Too many recipients"), (452, "Too many recipients"),
-     (552, "5.5.3 Too many recipients"), (552, "Too many recipients")],
+    [
+        (452, "4.5.3 Too many recipients"),
+        (452, "Too many recipients"),
+        (552, "5.5.3 Too many recipients"),
+        (552, "Too many recipients"),
+    ],
 )
 def test_too_many_recipients_is_deferred_never_bounced(code: int, line: str) -> None:
     assert verdict(code, line).disposition is Disposition.DEFERRED
@@ -159,8 +164,13 @@ def test_the_basic_code_class_wins_when_the_enhanced_class_disagrees() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["User unknown", "No such user here", "mailbox does not exist", "Mailbox unavailable",
-     "Invalid recipient <x@example.test>"],
+    [
+        "User unknown",
+        "No such user here",
+        "mailbox does not exist",
+        "Mailbox unavailable",
+        "Invalid recipient <x@example.test>",
+    ],
 )
 def test_unknown_user_texts_are_hard(text: str) -> None:
     v = verdict(550, text)
@@ -175,13 +185,16 @@ def test_quota_texts_defer(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Message rejected as spam", "Blocked by local policy", "Listed on a blacklist",
-     "Poor sender reputation"],
+    [
+        "Message rejected as spam",
+        "Blocked by local policy",
+        "Listed on a blacklist",
+        "Poor sender reputation",
+    ],
 )
 def test_policy_texts_bounce_without_suppressing(text: str) -> None:
     v = verdict(554, text)
-    assert (v.category, v.disposition, v.suppress) == (
-        Category.POLICY, Disposition.BOUNCED, False)
+    assert (v.category, v.disposition, v.suppress) == (Category.POLICY, Disposition.BOUNCED, False)
 
 
 def test_policy_words_win_over_unknown_user_words() -> None:
@@ -195,8 +208,7 @@ def test_a_plain_550_without_any_clue_is_a_hard_bounce() -> None:
 
 def test_an_unspecific_enhanced_code_without_a_clue_bounces_without_suppressing() -> None:
     v = verdict(550, "5.0.0 Rejected")
-    assert (v.category, v.disposition, v.suppress) == (
-        Category.UNKNOWN, Disposition.BOUNCED, False)
+    assert (v.category, v.disposition, v.suppress) == (Category.UNKNOWN, Disposition.BOUNCED, False)
 
 
 def test_an_unspecific_enhanced_code_lets_the_text_decide() -> None:
@@ -213,9 +225,15 @@ def test_a_reply_code_outside_2xx_4xx_5xx_is_unknown_and_deferred() -> None:
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("Greylisted, please try again in 300 seconds", 300.0),
-     ("Try again in 5 minutes", 300.0), ("retry after 60", 60.0), ("retry in 2h", 7200.0),
-     ("greylisted for 90s", 90.0), ("try again later", None), ("all fine", None)],
+    [
+        ("Greylisted, please try again in 300 seconds", 300.0),
+        ("Try again in 5 minutes", 300.0),
+        ("retry after 60", 60.0),
+        ("retry in 2h", 7200.0),
+        ("greylisted for 90s", 90.0),
+        ("try again later", None),
+        ("all fine", None),
+    ],
 )
 def test_retry_hints_are_read_from_the_text(text: str, seconds: float | None) -> None:
     assert retry_hint(text) == seconds
@@ -234,13 +252,15 @@ def test_a_bounce_carries_no_retry_hint() -> None:
 
 @pytest.mark.parametrize(
     "reply, disposition, suppress",
-    [(connection_failed("refused"), Disposition.DEFERRED, False),
-     (dns_temporary("SERVFAIL"), Disposition.DEFERRED, False),
-     (tls_unavailable(), Disposition.DEFERRED, False),
-     (no_such_domain("gone.test"), Disposition.BOUNCED, True),
-     (null_mx("nomail.test"), Disposition.BOUNCED, True),
-     (smtputf8_unsupported(), Disposition.BOUNCED, False),
-     (message_too_big(2_000_000, 1_000_000), Disposition.BOUNCED, False)],
+    [
+        (connection_failed("refused"), Disposition.DEFERRED, False),
+        (dns_temporary("SERVFAIL"), Disposition.DEFERRED, False),
+        (tls_unavailable(), Disposition.DEFERRED, False),
+        (no_such_domain("gone.test"), Disposition.BOUNCED, True),
+        (null_mx("nomail.test"), Disposition.BOUNCED, True),
+        (smtputf8_unsupported(), Disposition.BOUNCED, False),
+        (message_too_big(2_000_000, 1_000_000), Disposition.BOUNCED, False),
+    ],
 )
 def test_synthetic_replies_classify_as_documented(
     reply: Reply, disposition: Disposition, suppress: bool
@@ -274,7 +294,8 @@ def test_reply_from_dsn_prefers_a_specific_diagnostic_code_over_an_x00_status() 
 
 def test_reply_from_dsn_handles_non_smtp_diagnostics_and_junk_status() -> None:
     assert reply_from_dsn("5.4.4", "X-Postfix; Host or domain name not found") == Reply(
-        550, "Host or domain name not found", "5.4.4")
+        550, "Host or domain name not found", "5.4.4"
+    )
     junk = reply_from_dsn("garbage")
     assert classify_reply(junk).category is Category.UNKNOWN
 

@@ -84,14 +84,16 @@ def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
-def test_database_url_from_the_environment_wins(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_url_from_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BULKMAIL_DATABASE_URL", "sqlite:///other.db")
     assert load_settings(write(tmp_path, FULL)).database.url == "sqlite:///other.db"
 
 
-def test_config_from_bulkmail_config_variable(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_from_bulkmail_config_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BULKMAIL_CONFIG", str(write(tmp_path, "[sender]\nhelo = 'x.example'\n")))
     assert load_settings().sender.helo == "x.example"
 
@@ -115,8 +117,9 @@ def test_config_from_bulkmail_config_variable(tmp_path: Path,
         ("not toml at all [", "not valid TOML"),
     ],
 )
-def test_bad_config_gives_one_line_naming_file_and_key(tmp_path: Path, body: str,
-                                                        message: str) -> None:
+def test_bad_config_gives_one_line_naming_file_and_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
     path = write(tmp_path, body)
     with pytest.raises(ConfigError) as err:
         load_settings(path)
@@ -126,8 +129,9 @@ def test_bad_config_gives_one_line_naming_file_and_key(tmp_path: Path, body: str
     assert "\n" not in text
 
 
-def test_secret_comes_from_the_named_variable(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_comes_from_the_named_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = load_settings(write(tmp_path, "[unsubscribe]\nsecret_env = 'MY_SECRET'\n"))
     monkeypatch.delenv("MY_SECRET", raising=False)
     with pytest.raises(ConfigError, match="MY_SECRET is not set"):

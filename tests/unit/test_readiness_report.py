@@ -19,8 +19,10 @@ from bulkmail.readiness.tlscheck import capped, parse_probe
 
 
 def all_passing() -> list[CheckResult]:
-    return [passed(kind, "x", "ok") for kind in
-            ("ptr", "spf", "spf-helo", "dkim", "dmarc", "alignment", "tls", "unsubscribe")]
+    return [
+        passed(kind, "x", "ok")
+        for kind in ("ptr", "spf", "spf-helo", "dkim", "dmarc", "alignment", "tls", "unsubscribe")
+    ]
 
 
 def replace(results: list[CheckResult], new: CheckResult) -> list[CheckResult]:
@@ -29,10 +31,19 @@ def replace(results: list[CheckResult], new: CheckResult) -> list[CheckResult]:
 
 # -- results ---------------------------------------------------------------------------------
 
+
 def test_exit_code_is_1_only_when_something_fails() -> None:
     assert exit_code(all_passing()) == 0
-    assert exit_code([*all_passing(), warned("ptr", "y", "ehlo differs"),
-                      CheckResult("dnsbl", "z", "inconclusive", "timeout")]) == 0
+    assert (
+        exit_code(
+            [
+                *all_passing(),
+                warned("ptr", "y", "ehlo differs"),
+                CheckResult("dnsbl", "z", "inconclusive", "timeout"),
+            ]
+        )
+        == 0
+    )
     assert exit_code([*all_passing(), failed("dmarc", "d", "missing", "publish")]) == 1
 
 
@@ -50,11 +61,18 @@ def test_unknown_status_is_refused() -> None:
 
 def test_json_rows_have_exactly_check_status_detail_remedy() -> None:
     report = Report([failed("dmarc", "example.com", "no record", "_dmarc.example.com. IN TXT")])
-    assert report_json(report) == [{"check": "dmarc example.com", "status": "fail",
-                                    "detail": "no record", "remedy": "_dmarc.example.com. IN TXT"}]
+    assert report_json(report) == [
+        {
+            "check": "dmarc example.com",
+            "status": "fail",
+            "detail": "no record",
+            "remedy": "_dmarc.example.com. IN TXT",
+        }
+    ]
 
 
 # -- requirements ----------------------------------------------------------------------------
+
 
 def test_every_requirement_is_met_when_every_check_passes() -> None:
     verdicts = summarise(all_passing())
@@ -86,15 +104,19 @@ def test_a_requirement_nobody_checked_is_unknown() -> None:
 
 def test_helo_spf_does_not_decide_the_providers_spf_requirement() -> None:
     results = replace(all_passing(), failed("spf-helo", "x", "fail", "publish"))
-    assert {v.name: v.status for v in summarise(results)}["SPF passes for every sending IP"] \
-        == "pass"
+    assert {v.name: v.status for v in summarise(results)}[
+        "SPF passes for every sending IP"
+    ] == "pass"
 
 
 # -- pure checks -----------------------------------------------------------------------------
 
+
 def test_alignment_through_dkim_or_the_return_path() -> None:
-    assert check_alignment("news.example.com", "example.com", "bounces.other.net",
-                           None).status == "pass"
+    assert (
+        check_alignment("news.example.com", "example.com", "bounces.other.net", None).status
+        == "pass"
+    )
     assert check_alignment("example.com", "", "bounces.example.com", None).status == "pass"
     strict = DmarcPolicy("none", adkim="s", aspf="s")
     result = check_alignment("news.example.com", "example.com", "bounces.example.com", strict)
@@ -113,12 +135,15 @@ def test_tls_turned_off_fails_gmail_rule() -> None:
     assert check_tls_policy("opportunistic").status == "pass"
 
 
-@pytest.mark.parametrize("target, expected", [
-    ("mx.example.com", ("mx.example.com", 25)),
-    ("mx.example.com:2525", ("mx.example.com", 2525)),
-    ("[2001:db8::25]:587", ("2001:db8::25", 587)),
-    ("2001:db8::25", ("2001:db8::25", 25)),
-])
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("mx.example.com", ("mx.example.com", 25)),
+        ("mx.example.com:2525", ("mx.example.com", 2525)),
+        ("[2001:db8::25]:587", ("2001:db8::25", 587)),
+        ("2001:db8::25", ("2001:db8::25", 25)),
+    ],
+)
 def test_probe_targets(target: str, expected: tuple[str, int]) -> None:
     assert parse_probe(target, 25) == expected
 
@@ -136,6 +161,7 @@ def test_check_timeouts_are_capped() -> None:
 
 # -- rendering -------------------------------------------------------------------------------
 
+
 def render_text(report: Report) -> str:
     out = io.StringIO()
     render(report, Console(file=out, width=80, color_system=None))
@@ -144,8 +170,10 @@ def render_text(report: Report) -> str:
 
 def test_remedies_are_printed_whole_and_as_text_not_markup() -> None:
     long_record = 's1._domainkey.example.com. IN TXT "v=DKIM1; k=rsa; p=' + "A" * 300 + '"'
-    results = [failed("dkim", "s1._domainkey.example.com", "no record", long_record),
-               warned("ptr", "192.0.2.1", "EHLO differs", '[sender] helo = "mail.example.com"')]
+    results = [
+        failed("dkim", "s1._domainkey.example.com", "no record", long_record),
+        warned("ptr", "192.0.2.1", "EHLO differs", '[sender] helo = "mail.example.com"'),
+    ]
     report = Report(results, summarise(results), provider_verdicts(summarise(results)))
 
     text = render_text(report)

@@ -35,12 +35,18 @@ def test_median_of_nothing_is_none() -> None:
     assert median_from_histogram({3: 0}) is None
 
 
-@pytest.mark.parametrize(("span", "width"), [
-    (0.0, 1.0), (2.5, 1.0), (59.0, 1.0), (60.0, 2.0), (3600.0, 120.0),
-    (4 * 86400.0, 7200.0),
-])
-def test_bucket_width_is_a_readable_step_that_fits_sixty_buckets(span: float,
-                                                                  width: float) -> None:
+@pytest.mark.parametrize(
+    ("span", "width"),
+    [
+        (0.0, 1.0),
+        (2.5, 1.0),
+        (59.0, 1.0),
+        (60.0, 2.0),
+        (3600.0, 120.0),
+        (4 * 86400.0, 7200.0),
+    ],
+)
+def test_bucket_width_is_a_readable_step_that_fits_sixty_buckets(span: float, width: float) -> None:
     assert bucket_width(span, 60) == width
 
 
@@ -68,8 +74,7 @@ def test_bucket_done_does_not_count_deferrals() -> None:
 
 
 def test_most_common_reply_wins_and_ties_go_to_the_lower_code() -> None:
-    rows = [(550, "5.1.1", "No such user", 3), (550, "5.7.1", "Policy", 1),
-            (250, None, "OK", 3)]
+    rows = [(550, "5.1.1", "No such user", 3), (550, "5.7.1", "Policy", 1), (250, None, "OK", 3)]
     best = pick_reply(rows)
     assert best is not None
     assert (best.code, best.enhanced, best.count, str(best)) == (250, None, 3, "250 OK")
@@ -78,15 +83,27 @@ def test_most_common_reply_wins_and_ties_go_to_the_lower_code() -> None:
 
 
 def test_seconds_read_well() -> None:
-    assert [format_seconds(x) for x in (None, 0.84, 42.0, 200.0, 7500.0)] == \
-        ["-", "0.8s", "42.0s", "3m20s", "2h5m"]
+    assert [format_seconds(x) for x in (None, 0.84, 42.0, 200.0, 7500.0)] == [
+        "-",
+        "0.8s",
+        "42.0s",
+        "3m20s",
+        "2h5m",
+    ]
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("2h", 1_000_000.0 - 7200), ("1h30m", 1_000_000.0 - 5400), ("1714554000", 1714554000.0),
-    ("2024-05-01", 1714521600.0), ("2024-05-01T09:00", 1714554000.0),
-    ("2024-05-01T11:00+02:00", 1714554000.0), ("2024-05-01T09:00Z", 1714554000.0),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2h", 1_000_000.0 - 7200),
+        ("1h30m", 1_000_000.0 - 5400),
+        ("1714554000", 1714554000.0),
+        ("2024-05-01", 1714521600.0),
+        ("2024-05-01T09:00", 1714554000.0),
+        ("2024-05-01T11:00+02:00", 1714554000.0),
+        ("2024-05-01T09:00Z", 1714554000.0),
+    ],
+)
 def test_since_takes_a_duration_ago_a_date_or_unix_seconds(value: str, expected: float) -> None:
     assert parse_since(value, now=1_000_000.0) == expected
 

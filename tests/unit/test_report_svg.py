@@ -12,13 +12,15 @@ SENT, BOUNCED = Series("sent", "#080"), Series("bounced", "#c00")
 
 def marks(svg: str) -> list[tuple[str, int]]:
     root = ET.fromstring(svg)
-    return [(e.get("data-series", ""), int(e.get("data-value", "0")))
-            for e in root.iter() if e.get("data-series")]
+    return [
+        (e.get("data-series", ""), int(e.get("data-value", "0")))
+        for e in root.iter()
+        if e.get("data-series")
+    ]
 
 
 def test_a_chart_has_a_title_and_description_for_screen_readers() -> None:
-    svg = stacked_columns("c1", "Over time", "Sent per minute", ["0s", "1s"], [SENT],
-                          [[3], [4]])
+    svg = stacked_columns("c1", "Over time", "Sent per minute", ["0s", "1s"], [SENT], [[3], [4]])
     root = ET.fromstring(svg)
     assert root.get("role") == "img"
     assert root.get("aria-labelledby") == "c1-t c1-d"
@@ -27,8 +29,7 @@ def test_a_chart_has_a_title_and_description_for_screen_readers() -> None:
 
 
 def test_stacked_columns_draw_one_mark_per_nonzero_value_with_its_number() -> None:
-    svg = stacked_columns("c", "t", "d", ["a", "b", "c"], [SENT, BOUNCED],
-                          [[5, 1], [0, 2], [0, 0]])
+    svg = stacked_columns("c", "t", "d", ["a", "b", "c"], [SENT, BOUNCED], [[5, 1], [0, 2], [0, 0]])
     assert marks(svg) == [("sent", 5), ("bounced", 1), ("bounced", 2)]
 
 
@@ -47,8 +48,9 @@ def test_stacked_rows_label_each_row_and_write_its_total() -> None:
 
 
 def test_donut_slices_split_the_ring_in_proportion() -> None:
-    svg = donut("d", "Bounces", "by category", [(Series("hard", "#c00"), 3),
-                                                (Series("policy", "#f80"), 1)])
+    svg = donut(
+        "d", "Bounces", "by category", [(Series("hard", "#c00"), 3), (Series("policy", "#f80"), 1)]
+    )
     root = ET.fromstring(svg)
     slices = [e for e in root.iter() if e.get("class") == "slice"]
     lengths = [float(e.get("stroke-dasharray", "0 0").split()[0]) for e in slices]
@@ -59,8 +61,11 @@ def test_donut_slices_split_the_ring_in_proportion() -> None:
 
 
 def test_empty_charts_say_so_instead_of_failing() -> None:
-    for svg in (stacked_columns("a", "t", "d", [], [SENT], []),
-                stacked_rows("b", "t", "d", [], [SENT], []), donut("c", "t", "d", [])):
+    for svg in (
+        stacked_columns("a", "t", "d", [], [SENT], []),
+        stacked_rows("b", "t", "d", [], [SENT], []),
+        donut("c", "t", "d", []),
+    ):
         root = ET.fromstring(svg)
         assert marks(svg) == []
         assert any(e.text in ("no data", "none") for e in root.iter())
@@ -73,5 +78,4 @@ def test_text_is_escaped() -> None:
 
 
 def test_axis_tops_are_round_numbers() -> None:
-    assert [nice_ceiling(v) for v in (0, 1, 3, 7, 12, 180, 2400)] == \
-        [1, 1, 5, 10, 20, 200, 2500]
+    assert [nice_ceiling(v) for v in (0, 1, 3, 7, 12, 180, 2400)] == [1, 1, 5, 10, 20, 200, 2500]

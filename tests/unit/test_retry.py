@@ -30,9 +30,19 @@ class FixedRng:
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("2s", 2.0), ("30m", 1800.0), ("1h", 3600.0), ("1d", 86400.0), ("1w", 604800.0),
-     ("1h30m", 5400.0), ("1h 30m", 5400.0), ("1.5h", 5400.0), ("90", 90.0), (" 4D ", 4 * DAY),
-     ("0s", 0.0)],
+    [
+        ("2s", 2.0),
+        ("30m", 1800.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("1w", 604800.0),
+        ("1h30m", 5400.0),
+        ("1h 30m", 5400.0),
+        ("1.5h", 5400.0),
+        ("90", 90.0),
+        (" 4D ", 4 * DAY),
+        ("0s", 0.0),
+    ],
 )
 def test_parse_duration_reads_units(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds

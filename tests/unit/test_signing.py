@@ -122,8 +122,9 @@ def test_signature_verifies_with_dkimpy(kind):
     assert dkim.verify(signed, dnsfunc=dnsfunc_for(kind))
 
 
-@pytest.mark.parametrize(("kind", "algorithm"),
-                         [("rsa2048", "rsa-sha256"), ("ed25519", "ed25519-sha256")])
+@pytest.mark.parametrize(
+    ("kind", "algorithm"), [("rsa2048", "rsa-sha256"), ("ed25519", "ed25519-sha256")]
+)
 def test_tags_are_relaxed_relaxed_without_length(kind, algorithm):
     s = signer(kind)
     signed = s.signature_header(MESSAGE, timestamp=1700000000) + MESSAGE
@@ -141,8 +142,15 @@ def test_tags_are_relaxed_relaxed_without_length(kind, algorithm):
 def test_header_list_signs_present_headers_and_oversigns():
     signed = signer("ed25519").sign(MESSAGE)
     assert h_list(signed) == [
-        "from", "to", "subject", "date", "message-id", "mime-version", "content-type",
-        "list-unsubscribe", "list-unsubscribe-post",
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
         *OVERSIGNED,
     ]
 
@@ -161,8 +169,9 @@ def test_repeated_header_is_listed_per_occurrence_plus_one():
     assert h_list(signed).count("to") == 3
     assert verifies(signed, "ed25519")
     # The bottom-up rule: swapping the two To headers changes what is signed.
-    swapped = signed.replace(b"To: b@example.org\r\nTo: c@example.org",
-                             b"To: c@example.org\r\nTo: b@example.org")
+    swapped = signed.replace(
+        b"To: b@example.org\r\nTo: c@example.org", b"To: c@example.org\r\nTo: b@example.org"
+    )
     assert swapped != signed
     assert not verifies(swapped, "ed25519")
 
@@ -182,13 +191,16 @@ def test_from_is_always_signed_even_if_not_configured():
 
 
 @pytest.mark.parametrize("at", ["top", "bottom"])
-@pytest.mark.parametrize("line", [
-    b"Subject: Win a prize\r\n",
-    b"From: Mallory <mallory@example.net>\r\n",
-    b"List-Unsubscribe: <https://evil.example/u>\r\n",
-    b"To: x@example.net\r\n",
-    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"Subject: Win a prize\r\n",
+        b"From: Mallory <mallory@example.net>\r\n",
+        b"List-Unsubscribe: <https://evil.example/u>\r\n",
+        b"To: x@example.net\r\n",
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    ],
+)
 @pytest.mark.parametrize("kind", ["rsa2048", "ed25519"])
 def test_added_copy_of_oversigned_header_fails(kind, line, at):
     signed = signer(kind).sign(MESSAGE)
@@ -207,8 +219,9 @@ def test_adding_absent_oversigned_header_fails():
     msg = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
     signed = signer("ed25519").sign(msg)
     assert verifies(signed, "ed25519")
-    assert not verifies(insert_header(signed, b"List-Unsubscribe: <mailto:x@y>\r\n", "bottom"),
-                        "ed25519")
+    assert not verifies(
+        insert_header(signed, b"List-Unsubscribe: <mailto:x@y>\r\n", "bottom"), "ed25519"
+    )
 
 
 @pytest.mark.parametrize("kind", ["rsa2048", "ed25519"])
@@ -228,18 +241,21 @@ def test_altered_header_fails(kind):
 def test_whitespace_changes_in_transit_still_verify():
     """Relaxed canonicalisation: refolding headers and trailing spaces must not matter."""
     signed = signer("rsa2048").sign(MESSAGE)
-    refolded = (signed.replace(b"Subject: Weekly news", b"Subject:   Weekly\r\n\t  news  ")
-                .replace(b"this is the news.\r\n", b"this  is the\tnews. \t\r\n\r\n\r\n"))
+    refolded = signed.replace(b"Subject: Weekly news", b"Subject:   Weekly\r\n\t  news  ").replace(
+        b"this is the news.\r\n", b"this  is the\tnews. \t\r\n\r\n\r\n"
+    )
     assert verifies(refolded, "rsa2048")
 
 
 def test_folded_and_oddly_spaced_headers_verify():
-    msg = (b"From:News\t<news@example.com>   \r\n"
-           b"To: a@example.org,\r\n   b@example.org,\r\n\tc@example.org\r\n"
-           b"subject:   lots    of\t\tspace   \r\n"
-           b"DATE: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
-           b"Content-Type: multipart/alternative;\r\n boundary=\"b1\"\r\n"
-           b"\r\n--b1\r\n\r\n text \t \r\n--b1--\r\n")
+    msg = (
+        b"From:News\t<news@example.com>   \r\n"
+        b"To: a@example.org,\r\n   b@example.org,\r\n\tc@example.org\r\n"
+        b"subject:   lots    of\t\tspace   \r\n"
+        b"DATE: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        b'Content-Type: multipart/alternative;\r\n boundary="b1"\r\n'
+        b"\r\n--b1\r\n\r\n text \t \r\n--b1--\r\n"
+    )
     for kind in ("rsa2048", "ed25519"):
         signed = signer(kind).sign(msg)
         assert verifies(signed, kind)
@@ -250,7 +266,8 @@ def test_rfc2047_encoded_subject_verifies():
     msg = MESSAGE.replace(
         b"Subject: Weekly news",
         b"Subject: =?utf-8?b?TmV3cyBmw7xyIGRpY2ggw6TDtsO8IOKCrA==?=\r\n"
-        b" =?utf-8?q?_und_mehr_=E2=9C=93?=")
+        b" =?utf-8?q?_und_mehr_=E2=9C=93?=",
+    )
     signed = signer("rsa2048").sign(msg)
     assert verifies(signed, "rsa2048")
     assert not verifies(signed.replace(b"TmV3", b"TmV4"), "rsa2048")
@@ -294,8 +311,9 @@ def test_header_is_folded_into_short_crlf_lines(kind):
 
 def test_body_hash_matches_dkimpy_relaxed_canonicalisation():
     for body in [b"", b"\r\n", b"\r\n\r\n", b"a\r\n", b" a  b \t\r\n\r\n", b"x\r\n \r\n\t\r\n"]:
-        expected = base64.b64encode(dkim.HASH_ALGORITHMS[b"rsa-sha256"](
-            Relaxed.canonicalize_body(body)).digest())
+        expected = base64.b64encode(
+            dkim.HASH_ALGORITHMS[b"rsa-sha256"](Relaxed.canonicalize_body(body)).digest()
+        )
         assert body_hash(body) == expected, body
 
 
@@ -307,8 +325,12 @@ def test_body_without_final_crlf_is_hashed_as_smtp_carries_it():
 
 def test_same_body_hash_as_dkimpy_signing_the_same_message():
     ours = tags(signer("rsa2048").sign(MESSAGE))
-    theirs = tags(dkim.sign(MESSAGE, b"s", DOMAIN.encode(), pem("rsa2048"),
-                            canonicalize=(b"relaxed", b"relaxed")) + MESSAGE)
+    theirs = tags(
+        dkim.sign(
+            MESSAGE, b"s", DOMAIN.encode(), pem("rsa2048"), canonicalize=(b"relaxed", b"relaxed")
+        )
+        + MESSAGE
+    )
     assert ours[b"bh"] == theirs[b"bh"]
 
 
@@ -322,8 +344,10 @@ def test_header_only_message_signs():
     assert verifies(signer("ed25519").sign(msg), "ed25519")
 
 
-@pytest.mark.parametrize("bad", [b"", b"not a key", b"-----BEGIN PRIVATE KEY-----\r\nAAAA\r\n"
-                                 b"-----END PRIVATE KEY-----\r\n"])
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"not a key", b"-----BEGIN PRIVATE KEY-----\r\nAAAA\r\n-----END PRIVATE KEY-----\r\n"],
+)
 def test_bad_pem_raises_signing_error(bad):
     with pytest.raises(SigningError, match="cannot be loaded") as info:
         DkimSigner(bad, DOMAIN, "s1")
@@ -332,15 +356,18 @@ def test_bad_pem_raises_signing_error(bad):
 
 def test_encrypted_small_and_unsupported_keys_are_refused():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.BestAvailableEncryption(b"pw"))
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
     with pytest.raises(SigningError, match="cannot be loaded"):
         load_private_key(encrypted)
     with pytest.raises(SigningError, match="512 bits"):
         load_private_key(RSA_512_PEM)
     ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with pytest.raises(SigningError, match="not supported"):
         load_private_key(ec_pem)
     with pytest.raises(SigningError):
@@ -376,7 +403,7 @@ def test_ed25519_record_carries_the_32_raw_public_bytes():
 def test_public_key_matches_only_its_own_record():
     rsa_key, ed_key = load_private_key(pem("rsa2048")), load_private_key(pem("ed25519"))
     rsa_p = dns_txt_value(rsa_key).split("p=")[1]
-    folded = " ".join(rsa_p[i:i + 60] for i in range(0, len(rsa_p), 60))
+    folded = " ".join(rsa_p[i : i + 60] for i in range(0, len(rsa_p), 60))
     assert public_key_matches(rsa_key, rsa_p) and public_key_matches(rsa_key, folded)
     assert not public_key_matches(ed_key, rsa_p)
     assert not public_key_matches(load_private_key(pem("rsa1024")), rsa_p)
@@ -391,18 +418,28 @@ def test_key_bits_and_type_detection():
 
 
 # Header values: printable ASCII and blanks, folded at some of their spaces.
-_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from("\t "),
-                 min_size=1, max_size=120).filter(lambda v: v.strip())
-_line = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.just("\t"),
-                max_size=200)
+_value = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from("\t "),
+    min_size=1,
+    max_size=120,
+).filter(lambda v: v.strip())
+_line = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.just("\t"), max_size=200)
 
 
 @settings(max_examples=60, deadline=None)
-@given(subject=_value, to=_value, extra=_value, fold=st.booleans(),
-       lines=st.lists(_line, max_size=30), trailing_blank=st.integers(0, 3))
+@given(
+    subject=_value,
+    to=_value,
+    extra=_value,
+    fold=st.booleans(),
+    lines=st.lists(_line, max_size=30),
+    trailing_blank=st.integers(0, 3),
+)
 def test_property_sign_then_verify_holds(subject, to, extra, fold, lines, trailing_blank):
     if fold:
         subject = subject.replace(" ", "\r\n ", 2)
-    msg = (f"From: a@example.com\r\nTo: {to}\r\nSubject: {subject}\r\nX-Extra: {extra}\r\n"
-           "\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n" * trailing_blank).encode()
+    msg = (
+        f"From: a@example.com\r\nTo: {to}\r\nSubject: {subject}\r\nX-Extra: {extra}\r\n"
+        "\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n" * trailing_blank
+    ).encode()
     assert verifies(signer("ed25519").sign(msg), "ed25519")

@@ -98,8 +98,16 @@ def test_bad_parameters_are_refused() -> None:
 
 @pytest.mark.parametrize(
     "text, per_second",
-    [("10/s", 10.0), ("600/min", 10.0), ("360/h", 0.1), ("8640/day", 0.1), ("2.5", 2.5),
-     ("0", 0.0), (5, 5.0), ("120 / minute", 2.0)],
+    [
+        ("10/s", 10.0),
+        ("600/min", 10.0),
+        ("360/h", 0.1),
+        ("8640/day", 0.1),
+        ("2.5", 2.5),
+        ("0", 0.0),
+        (5, 5.0),
+        ("120 / minute", 2.0),
+    ],
 )
 def test_parse_rate_reads_per_unit_rates(text: str | int, per_second: float) -> None:
     assert parse_rate(text) == pytest.approx(per_second)

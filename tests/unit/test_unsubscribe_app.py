@@ -35,7 +35,8 @@ class MemoryBackend:
 
     def add(self, campaign_id: int, subscriber_id: int, list_name: str = "News") -> str:
         self.targets[(campaign_id, subscriber_id)] = Target(
-            campaign_id, subscriber_id, f"person{subscriber_id}@example.com", 1, list_name, True)
+            campaign_id, subscriber_id, f"person{subscriber_id}@example.com", 1, list_name, True
+        )
         return make_token(SECRET, campaign_id, subscriber_id)
 
     def lookup(self, token: str) -> Target | None:
@@ -63,8 +64,9 @@ def client(backend: MemoryBackend) -> TestClient:
     return TestClient(create_app(backend, "/unsubscribe/{token}"), base_url="https://news.test")
 
 
-def test_one_click_post_unsubscribes_and_answers_200(client: TestClient,
-                                                     backend: MemoryBackend) -> None:
+def test_one_click_post_unsubscribes_and_answers_200(
+    client: TestClient, backend: MemoryBackend
+) -> None:
     token = backend.add(7, 42)
     r = client.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click", headers=FORM)
     assert r.status_code == 200
@@ -80,16 +82,18 @@ def test_multipart_one_click_post_unsubscribes(client: TestClient, backend: Memo
     assert backend.calls == [(token, "one-click")]
 
 
-def test_post_without_content_type_is_read_as_form_encoded(client: TestClient,
-                                                           backend: MemoryBackend) -> None:
+def test_post_without_content_type_is_read_as_form_encoded(
+    client: TestClient, backend: MemoryBackend
+) -> None:
     token = backend.add(7, 42)
     r = client.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
     assert r.status_code == 200
     assert len(backend.calls) == 1
 
 
-def test_get_shows_a_confirmation_page_and_changes_nothing(client: TestClient,
-                                                           backend: MemoryBackend) -> None:
+def test_get_shows_a_confirmation_page_and_changes_nothing(
+    client: TestClient, backend: MemoryBackend
+) -> None:
     token = backend.add(7, 42)
     for _ in range(3):  # a link scanner may fetch it any number of times
         r = client.get(f"/unsubscribe/{token}")
@@ -100,8 +104,9 @@ def test_get_shows_a_confirmation_page_and_changes_nothing(client: TestClient,
     assert 'name="List-Unsubscribe" value="One-Click"' in r.text
 
 
-def test_the_confirmation_button_posts_the_one_click_body(client: TestClient,
-                                                          backend: MemoryBackend) -> None:
+def test_the_confirmation_button_posts_the_one_click_body(
+    client: TestClient, backend: MemoryBackend
+) -> None:
     token = backend.add(7, 42)
     page = client.get(f"/unsubscribe/{token}").text
     fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', page))
@@ -124,12 +129,20 @@ def test_unsubscribing_twice_answers_200_again(client: TestClient, backend: Memo
     assert client.post(f"/unsubscribe/{token}", data=ONE_CLICK).status_code == 200
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"List-Unsubscribe=Yes", b"unsubscribe=1", b'{"List-Unsubscribe": "One-Click"}',
-    b"List-Unsubscribe=one-click", b"\xff\xfe",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"List-Unsubscribe=Yes",
+        b"unsubscribe=1",
+        b'{"List-Unsubscribe": "One-Click"}',
+        b"List-Unsubscribe=one-click",
+        b"\xff\xfe",
+    ],
+)
 def test_a_post_without_the_one_click_body_is_400_and_changes_nothing(
-        client: TestClient, backend: MemoryBackend, body: bytes) -> None:
+    client: TestClient, backend: MemoryBackend, body: bytes
+) -> None:
     token = backend.add(7, 42)
     r = client.post(f"/unsubscribe/{token}", content=body, headers=FORM)
     assert r.status_code == 400
@@ -146,21 +159,24 @@ def test_an_oversized_body_is_refused(client: TestClient, backend: MemoryBackend
 def _tokens_that_name_no_one(backend: MemoryBackend) -> list[str]:
     good = backend.add(7, 42)
     return [
-        good[:-1],                               # truncated
+        good[:-1],  # truncated
         good[:-1] + ("a" if good[-1] != "a" else "b"),  # forged MAC
         make_token(b"another-secret-0123456789", 7, 42),  # someone else's secret
-        make_token(SECRET, 7, 43),               # valid MAC, no such subscriber
+        make_token(SECRET, 7, 43),  # valid MAC, no such subscriber
         "<script>alert(1)</script>",
         "x" * 500,
     ]
 
 
 def test_a_forged_truncated_or_unknown_token_gets_one_404_that_reveals_nothing(
-        client: TestClient, backend: MemoryBackend) -> None:
+    client: TestClient, backend: MemoryBackend
+) -> None:
     pages = set()
     for bad in _tokens_that_name_no_one(backend):
-        for r in (client.get(f"/unsubscribe/{bad}"),
-                  client.post(f"/unsubscribe/{bad}", data=ONE_CLICK)):
+        for r in (
+            client.get(f"/unsubscribe/{bad}"),
+            client.post(f"/unsubscribe/{bad}", data=ONE_CLICK),
+        ):
             assert r.status_code == 404, bad
             assert bad not in r.text
             pages.add(r.text)
@@ -168,13 +184,18 @@ def test_a_forged_truncated_or_unknown_token_gets_one_404_that_reveals_nothing(
     assert backend.calls == []
 
 
-def test_every_answer_is_uncached_and_sets_no_cookie(client: TestClient,
-                                                     backend: MemoryBackend) -> None:
+def test_every_answer_is_uncached_and_sets_no_cookie(
+    client: TestClient, backend: MemoryBackend
+) -> None:
     token = backend.add(7, 42)
-    answers = [client.get(f"/unsubscribe/{token}"), client.get("/unsubscribe/nope"),
-               client.post(f"/unsubscribe/{token}", content=b"", headers=FORM),
-               client.post(f"/unsubscribe/{token}", data=ONE_CLICK),
-               client.get("/elsewhere"), client.put(f"/unsubscribe/{token}")]
+    answers = [
+        client.get(f"/unsubscribe/{token}"),
+        client.get("/unsubscribe/nope"),
+        client.post(f"/unsubscribe/{token}", content=b"", headers=FORM),
+        client.post(f"/unsubscribe/{token}", data=ONE_CLICK),
+        client.get("/elsewhere"),
+        client.put(f"/unsubscribe/{token}"),
+    ]
     assert [r.status_code for r in answers] == [200, 404, 400, 200, 404, 405]
     for r in answers:
         assert "set-cookie" not in r.headers
@@ -184,8 +205,10 @@ def test_every_answer_is_uncached_and_sets_no_cookie(client: TestClient,
 
 def test_names_on_the_pages_are_escaped(client: TestClient, backend: MemoryBackend) -> None:
     token = backend.add(7, 42, list_name='<script>alert("x")</script>')
-    for r in (client.get(f"/unsubscribe/{token}"),
-              client.post(f"/unsubscribe/{token}", data=ONE_CLICK)):
+    for r in (
+        client.get(f"/unsubscribe/{token}"),
+        client.post(f"/unsubscribe/{token}", data=ONE_CLICK),
+    ):
         assert "<script>" not in r.text
         assert "&lt;script&gt;" in r.text
 
@@ -197,8 +220,9 @@ def test_the_pages_show_the_address_masked(client: TestClient, backend: MemoryBa
     assert "p…@example.com" in page
 
 
-def test_a_storage_failure_answers_503_so_the_client_retries(client: TestClient,
-                                                              backend: MemoryBackend) -> None:
+def test_a_storage_failure_answers_503_so_the_client_retries(
+    client: TestClient, backend: MemoryBackend
+) -> None:
     token = backend.add(7, 42)
     backend.broken = True
     r = client.post(f"/unsubscribe/{token}", data=ONE_CLICK)
@@ -207,19 +231,23 @@ def test_a_storage_failure_answers_503_so_the_client_retries(client: TestClient,
     assert "database" not in r.text
 
 
-@pytest.mark.parametrize(("url", "path"), [
-    ("https://news.example/unsubscribe", "/unsubscribe/{token}"),
-    ("https://news.example/unsubscribe/", "/unsubscribe/{token}"),
-    ("https://news.example", "/{token}"),
-    ("http://127.0.0.1:8080/u/{token}/confirm", "/u/{token}/confirm"),
-])
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("https://news.example/unsubscribe", "/unsubscribe/{token}"),
+        ("https://news.example/unsubscribe/", "/unsubscribe/{token}"),
+        ("https://news.example", "/{token}"),
+        ("http://127.0.0.1:8080/u/{token}/confirm", "/u/{token}/confirm"),
+    ],
+)
 def test_the_route_is_the_path_of_the_configured_url(url: str, path: str) -> None:
     assert route_path(url) == path
     assert app_path(parse_settings({"unsubscribe": {"url": url}}, "t.toml")) == path
 
 
-@pytest.mark.parametrize("url", ["ftp://x.example/u", "https://x.example/u?a=1",
-                                 "https://x.example/{id}", "unsubscribe"])
+@pytest.mark.parametrize(
+    "url", ["ftp://x.example/u", "https://x.example/u?a=1", "https://x.example/{id}", "unsubscribe"]
+)
 def test_an_unusable_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="unsubscribe.url"):
         app_path(parse_settings({"unsubscribe": {"url": url}}, "t.toml"))
