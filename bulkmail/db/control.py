@@ -4,10 +4,13 @@ Campaign transitions are conditional UPDATEs (``WHERE state IN (...)``), so when
 processes race to start, pause or finish a campaign exactly one of them makes the change and
 the others see that they did not.
 
-A site lease gives one process at a time the right to open sessions to a destination site,
-so ``connections`` and ``rate`` hold for the whole fleet. It is taken with one
-INSERT ... ON CONFLICT DO UPDATE that succeeds only when the lease is free, expired or ours,
-renewed while the holder works, and simply expires when the holder dies.
+A destination site's ``connections`` are slots ("<site>|0", "<site>|1", ...), each leased to
+at most one process: a process opens a session only on a slot it holds, so ``connections``
+(and, shared out per slot, ``rate``) hold for the whole fleet. A slot is taken with one
+INSERT ... ON CONFLICT DO UPDATE that succeeds only when it is free, expired or ours, renewed
+while the holder works, and simply expires when the holder dies. Engines send a heartbeat
+(``workers``) so each takes a fair share of a busy site's slots instead of the first one
+taking them all.
 """
 
 from __future__ import annotations
@@ -110,46 +113,74 @@ def cancel_pending(db: Database, campaign_id: int, now: float) -> int:
         return res.rowcount or 0
 
 
-def acquire_site(db: Database, site: str, owner: str, now: float, lease: float) -> bool:
-    """Take (or renew) the lease on ``site`` for ``owner``; False if another live holder has it."""
+def heartbeat(db: Database, owner: str, now: float, window: float) -> int:
+    """Record that ``owner`` is alive; returns how many engines were alive within ``window``."""
     with db.session() as s:
-        row = s.execute(
-            text("""
-            INSERT INTO site_leases (site, owner, lease_until) VALUES (:site, :owner, :until)
-            ON CONFLICT (site) DO UPDATE SET owner = excluded.owner,
-                                             lease_until = excluded.lease_until
-            WHERE site_leases.owner = excluded.owner OR site_leases.lease_until < :now
-            RETURNING owner"""),
-            {"site": site, "owner": owner, "until": now + lease, "now": now},
-        )
-        return row.first() is not None
+        s.execute(text("""
+            INSERT INTO workers (owner, seen_at, started_at) VALUES (:owner, :now, :now)
+            ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at"""),
+            {"owner": owner, "now": now})
+        live = s.execute(text("SELECT COUNT(*) FROM workers WHERE seen_at >= :since"),
+                         {"since": now - window}).scalar_one()
+        s.execute(text("DELETE FROM workers WHERE seen_at < :old"), {"old": now - 3600})
+    return max(1, int(live))
 
 
-def renew_sites(
-    db: Database, sites: Sequence[str], owner: str, now: float, lease: float
-) -> set[str]:
-    """Extend our leases; returns the sites we still hold."""
-    if not sites:
-        return set()
+def forget_worker(db: Database, owner: str) -> None:
+    """An engine going away: its heartbeat and every slot it still holds."""
     with db.session() as s:
-        rows = s.execute(
-            text("""
-            UPDATE site_leases SET lease_until = :until
-            WHERE site IN :sites AND owner = :owner RETURNING site""").bindparams(
-                bindparam("sites", expanding=True)
-            ),
-            {"until": now + lease, "sites": list(sites), "owner": owner},
-        ).all()
+        s.execute(text("DELETE FROM workers WHERE owner = :owner"), {"owner": owner})
+        s.execute(text("DELETE FROM site_leases WHERE owner = :owner"), {"owner": owner})
+
+
+def slot_keys(site: str, connections: int) -> list[str]:
+    """The lease keys of a site's connection slots: "<site>|0" .. "<site>|<connections-1>"."""
+    return [f"{site}|{k}" for k in range(connections)]
+
+
+_TAKE_SLOT = text("""
+    INSERT INTO site_leases (site, owner, lease_until) VALUES (:key, :owner, :until)
+    ON CONFLICT (site) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+    WHERE site_leases.owner = excluded.owner OR site_leases.lease_until < :now
+    RETURNING site""")
+
+
+def acquire_slots(db: Database, site: str, connections: int, owner: str, want: int,
+                  now: float, lease: float) -> set[str]:
+    """Hold up to ``want`` of the site's connection slots; returns the keys ``owner`` holds.
+
+    Each slot is one row; taking one succeeds only if it is free, expired or already ours,
+    so two processes never hold the same slot, and all of them together never hold more
+    than ``connections``."""
+    keys = slot_keys(site, connections)
+    with db.session() as s:
+        rows = s.execute(text("SELECT site, owner, lease_until FROM site_leases WHERE site IN :k")
+                         .bindparams(bindparam("k", expanding=True)), {"k": keys}).all()
+        taken = {r[0]: (r[1], r[2]) for r in rows}
+        held = {k for k, (o, until) in taken.items() if o == owner and until >= now}
+        free = [k for k in keys if k not in taken or taken[k][1] < now]
+        for key in free:
+            if len(held) >= want:
+                break
+            if s.execute(_TAKE_SLOT, {"key": key, "owner": owner, "until": now + lease,
+                                      "now": now}).first() is not None:
+                held.add(key)
+    return held
+
+
+def renew_slots(db: Database, owner: str, now: float, lease: float) -> set[str]:
+    """Extend every slot ``owner`` holds; returns the keys it still holds."""
+    with db.session() as s:
+        rows = s.execute(text("UPDATE site_leases SET lease_until = :until "
+                              "WHERE owner = :owner RETURNING site"),
+                         {"until": now + lease, "owner": owner}).all()
     return {r[0] for r in rows}
 
 
-def release_sites(db: Database, sites: Sequence[str], owner: str) -> None:
-    if not sites:
+def release_slots(db: Database, owner: str, keys: Sequence[str]) -> None:
+    if not keys:
         return
     with db.session() as s:
-        s.execute(
-            text("DELETE FROM site_leases WHERE site IN :sites AND owner = :owner").bindparams(
-                bindparam("sites", expanding=True)
-            ),
-            {"sites": list(sites), "owner": owner},
-        )
+        s.execute(text("DELETE FROM site_leases WHERE site IN :keys AND owner = :owner")
+                  .bindparams(bindparam("keys", expanding=True)),
+                  {"keys": list(keys), "owner": owner})

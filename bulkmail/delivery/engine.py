@@ -55,6 +55,7 @@ T = TypeVar("T")
 IDLE_LANE_SECONDS = 2.0  # a lane with nothing to send closes its session after this long
 SITE_DOWN_SECONDS = 60.0  # after no host of a site accepted a connection, defer its rows this long
 MONITOR_SECONDS = 1.0
+HEARTBEAT_WINDOW = 5.0  # an engine not heard from for this long no longer counts
 
 
 class Engine:
@@ -95,6 +96,7 @@ class Engine:
         self.sites: dict[str, Site] = {}
         self.inflight: dict[int, Claimed] = {}
         self.excluded: set[str] = set()  # domains of saturated or foreign sites
+        self.live = 1  # engines alive in the fleet (heartbeats), for fair shares of slots
         self.failures: dict[int, int] = {}  # campaign -> consecutive site failures
         self.stopping = asyncio.Event()
         self.fatal: BulkmailError | None = None
@@ -116,6 +118,7 @@ class Engine:
         recorder = asyncio.create_task(self.recorder.run(self._drained))
         monitor = asyncio.create_task(self._monitor(deadline))
         try:
+            await self._heartbeat()
             await self._refresh_campaigns()
             await self._claim_loop(until_idle)
             for site in self.sites.values():  # wake idle lanes: nothing more is coming
@@ -178,62 +181,72 @@ class Engine:
             )
         )
         back = []
+        touched: dict[str, Site] = {}
         for row in rows:
             route = routes[row.domain]
             if route.reply is not None:
                 self._record(self._decide(row, route.reply, None, None))
                 continue
-            site = await self._site(route)
-            if not site.held:
-                back.append(row.id)
+            site = self._site(route)
+            if not site.slots and not site.may_ask(time.monotonic()):
+                back.append(row.id)  # foreign for now: another process holds its slots
                 continue
             site.queue.put_nowait((row, route))
-            if site.lanes < min(site.limits.connections, site.queue.qsize()):
-                self._start_lane(site)
+            touched[site.name] = site
+        for site in touched.values():
+            await self._grow(site)
+            if not site.slots:
+                back.extend(row.id for row in drain(site.queue))
+            self._start_lanes(site)
             self._update_exclusions(site)
         if back:
             await self._release(back)
 
-    async def _site(self, route: Route) -> Site:
+    def _site(self, route: Route) -> Site:
         site = self.sites.get(route.site)
         if site is None:
-            limits = (
-                self.settings.limits["default"]
-                if self.relay
-                else self.settings.limits_for(route.domain)
-            )
+            limits = (self.settings.limits["default"] if self.relay
+                      else self.settings.limits_for(route.domain))
             site = Site(route.site, limits, RateLimiter(limits.rate))
             self.sites[route.site] = site
         site.domains.add(route.domain)
-        if site.should_retry(time.monotonic()):
-            await self._acquire(site)
         return site
 
-    async def _acquire(self, site: Site) -> None:
+    async def _grow(self, site: Site) -> None:
+        """Ask for more of the site's slots when its queue could use them (and it is time)."""
+        want = site.wanted(self.live)
+        if len(site.slots) >= want or not site.may_ask(time.monotonic()):
+            return
         site.asked_at = time.monotonic()
-        site.held = await self.in_db(
-            control.acquire_site, self.db, site.name, self.owner, time.time(), self.site_lease
-        )
-        self._update_exclusions(site)
+        held = await self.in_db(control.acquire_slots, self.db, site.name,
+                                site.limits.connections, self.owner, want, time.time(),
+                                self.site_lease)
+        site.set_slots(held)
+        if len(site.slots) >= want:
+            site.asked_at = -1e9  # satisfied: ask again at once when more is needed
 
     def _update_exclusions(self, site: Site) -> None:
         cap = site.saturation_cap()
-        if not site.held or site.queue.qsize() >= cap:
+        if not site.slots or site.queue.qsize() >= cap:
             self.excluded |= site.domains
         elif site.queue.qsize() < cap // 2:
             self.excluded -= site.domains
 
-    def _start_lane(self, site: Site) -> None:
-        site.lanes += 1
-        task = asyncio.create_task(self._lane(site))
-        self._lanes.add(task)
-        task.add_done_callback(self._lanes.discard)
+    def _start_lanes(self, site: Site) -> None:
+        while site.free and site.lanes < site.queue.qsize():
+            key = site.free.pop()
+            site.lanes += 1
+            task = asyncio.create_task(self._lane(site, key))
+            self._lanes.add(task)
+            task.add_done_callback(self._lanes.discard)
 
     # -- one lane: one session at a time to one site ----------------------------------------
-    async def _lane(self, site: Site) -> None:
+    async def _lane(self, site: Site, slot: str) -> None:
         session: Session | None = None
         try:
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() and slot in site.slots:
+                if len(site.slots) > site.fair_share(self.live):
+                    return  # more engines now: give this slot back to the fleet
                 try:
                     item = await asyncio.wait_for(site.queue.get(), IDLE_LANE_SECONDS)
                 except TimeoutError:
@@ -242,8 +255,8 @@ class Engine:
                     return
                 row, route = item
                 self._update_exclusions(site)
-                if not site.held or row.campaign_id not in self.active:
-                    self._give_back.append(row.id)  # lease lost, or campaign paused/cancelled
+                if slot not in site.slots or row.campaign_id not in self.active:
+                    self._give_back.append(row.id)  # slot lost, or campaign paused/cancelled
                     continue
                 session = await self._attempt(site, session, row, route)
         except AuthenticationError as exc:
@@ -254,6 +267,8 @@ class Engine:
             self.stop()
         finally:
             site.lanes -= 1
+            if slot in site.slots:
+                site.free.append(slot)
             if session is not None:
                 await session.close()
 
@@ -338,6 +353,7 @@ class Engine:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self.stop()
+            await self._heartbeat()
             await self._refresh_campaigns()
             if self._give_back:
                 ids, self._give_back = self._give_back, []
@@ -345,13 +361,29 @@ class Engine:
             if now - last_renew >= min(self.lease, self.site_lease) / 3:
                 last_renew = now
                 await self._renew(now)
-            for site in self.sites.values():
-                if site.should_retry(now) and site.domains:
-                    await self._acquire(site)
-                elif site.held and site.idle_for(now) > IDLE_RELEASE_SECONDS:
-                    site.held = False
-                    site.asked_at = 0.0  # free to take it again at once when work comes
-                    await self.in_db(control.release_sites, self.db, [site.name], self.owner)
+            for site in list(self.sites.values()):
+                await self._rebalance(site, now)
+
+    async def _heartbeat(self) -> None:
+        self.live = await self.in_db(control.heartbeat, self.db, self.owner, time.time(),
+                                     HEARTBEAT_WINDOW)
+
+    async def _rebalance(self, site: Site, now: float) -> None:
+        """Give back slots no lane uses when idle or above the fair share; ask for more when
+        the queue could use them; start lanes on new slots."""
+        spare = len(site.slots) - site.fair_share(self.live)
+        if site.idle_for(now) > IDLE_RELEASE_SECONDS:
+            spare = len(site.free)
+        give = site.free[:max(0, min(spare, len(site.free)))]
+        if give:
+            site.free = site.free[len(give):]
+            site.slots -= set(give)
+            site.set_slots(site.slots)
+            await self.in_db(control.release_slots, self.db, self.owner, give)
+        if site.queue.qsize():
+            await self._grow(site)
+            self._start_lanes(site)
+        self._update_exclusions(site)
 
     async def _refresh_campaigns(self) -> None:
         self.active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
@@ -369,17 +401,15 @@ class Engine:
             log.warning("campaign %s %s", cid, reason)
 
     async def _renew(self, now: float) -> None:
-        await self.in_db(
-            queries.renew, self.db, self.owner, list(self.inflight), time.time(), self.lease
-        )
-        held = [s.name for s in self.sites.values() if s.held]
-        kept = await self.in_db(
-            control.renew_sites, self.db, held, self.owner, time.time(), self.site_lease
-        )
-        for name in set(held) - kept:
-            log.warning("lost the lease on site %s to another process", name)
-            self.sites[name].held = False
-            self.sites[name].asked_at = now
+        await self.in_db(queries.renew, self.db, self.owner, list(self.inflight), time.time(),
+                         self.lease)
+        kept = await self.in_db(control.renew_slots, self.db, self.owner, time.time(),
+                                self.site_lease)
+        for site in self.sites.values():
+            lost = site.slots - kept
+            if lost:
+                log.warning("lost %d slot(s) of site %s to another process", len(lost), site.name)
+                site.set_slots(site.slots & kept)
 
     async def _release(self, ids: list[int]) -> None:
         await self.in_db(queries.release, self.db, self.owner, ids, time.time())
@@ -396,8 +426,7 @@ class Engine:
             await loop.run_in_executor(
                 None, queries.release, self.db, self.owner, list(self.inflight), time.time()
             )
-        held = [s.name for s in self.sites.values() if s.held]
-        await loop.run_in_executor(None, control.release_sites, self.db, held, self.owner)
+        await loop.run_in_executor(None, control.forget_worker, self.db, self.owner)
 
 
 def tls_label(tls: TlsState | None) -> str | None:

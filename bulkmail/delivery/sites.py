@@ -1,11 +1,13 @@
-"""Destination sites: their ready queues, limits, pace and fleet-wide leases.
+"""Destination sites: their ready queues, limits, pace and their share of fleet-wide slots.
 
 A site is the set of MX hosts a domain resolves to; every domain on the same hosts shares one
-Site, so its limits hold for all of them. A process may open sessions to a site only while it
-holds the site's lease in the database (``db.control.acquire_site``): that is what makes
-``connections`` and ``rate`` hold for a whole fleet of workers, not per process. A site whose
-lease another process holds is *foreign*: its rows are given back and its domains left out of
-this process's claims until the lease comes free.
+Site, so its limits hold for all of them. A site's ``connections`` are slots leased in the
+database (``db.control.acquire_slots``); a lane (one SMTP session at a time) runs only on a
+slot this process holds, so ``connections`` hold for a whole fleet. ``rate`` is shared out in
+proportion: a process holding 3 of 10 slots paces itself at 3/10 of the rate. A process takes
+at most its fair share of a site's slots (connections / live engines), so a fleet spreads every
+busy site across its workers. A site none of whose slots this process can get is *foreign*
+for a while: its rows are given back and its domains left out of this process's claims.
 """
 
 from __future__ import annotations
@@ -33,18 +35,36 @@ class Site:
     limiter: RateLimiter
     queue: asyncio.Queue[tuple[Claimed, Route] | None] = field(default_factory=asyncio.Queue)
     domains: set[str] = field(default_factory=set)
+    slots: set[str] = field(default_factory=set)  # slot keys this process holds
+    free: list[str] = field(default_factory=list)  # held slots no lane is using
     lanes: int = 0
-    held: bool = False
-    asked_at: float = 0.0  # monotonic time of the last acquire attempt
+    asked_at: float = -1e9  # monotonic time of the last attempt to get slots
     idle_since: float = field(default_factory=time.monotonic)
     down_until: float = 0.0
     down_reply: Reply | None = None
 
+    def fair_share(self, live: int) -> int:
+        """Slots this process may hold when ``live`` engines share the fleet."""
+        return max(1, -(-self.limits.connections // max(1, live)))
+
+    def wanted(self, live: int) -> int:
+        """Slots worth holding now: enough lanes for the queue, within the fair share."""
+        return min(self.fair_share(live), self.lanes + self.queue.qsize())
+
+    def may_ask(self, now: float) -> bool:
+        return now - self.asked_at >= RETRY_FOREIGN_SECONDS
+
+    def set_slots(self, held: set[str]) -> None:
+        """Adopt the slots held now; the pace follows the share of slots."""
+        in_use = self.slots - set(self.free)
+        self.slots = held
+        self.free = sorted(held - in_use)
+        share = len(held) / self.limits.connections
+        if self.limits.rate and share and abs(self.limiter.rate - self.limits.rate * share) > 1e-9:
+            self.limiter = RateLimiter(self.limits.rate * share)
+
     def busy(self) -> bool:
         return self.lanes > 0 or not self.queue.empty()
-
-    def should_retry(self, now: float) -> bool:
-        return not self.held and now - self.asked_at >= RETRY_FOREIGN_SECONDS
 
     def idle_for(self, now: float) -> float:
         if self.busy():
