@@ -72,6 +72,7 @@ class Engine:
         resolver: MxResolver | RelayRouter | None = None,
         factory: MessageFactory | None = None,
         rng: random.Random | None = None,
+        peers_hint: int = 1,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -97,6 +98,8 @@ class Engine:
         self.inflight: dict[int, Claimed] = {}
         self.excluded: set[str] = set()  # domains of saturated or foreign sites
         self.live = 1  # engines alive in the fleet (heartbeats), for fair shares of slots
+        self.peers_hint = peers_hint  # engines started together with this one (--workers)
+        self._started = time.monotonic()
         self.failures: dict[int, int] = {}  # campaign -> consecutive site failures
         self.stopping = asyncio.Event()
         self.fatal: BulkmailError | None = None
@@ -161,7 +164,10 @@ class Engine:
                 self.excluded,
             )
             if rows:
-                await self._dispatch(rows)
+                if await self._dispatch(rows) == len(rows):
+                    # All of it belongs to sites whose slots other engines hold: let them
+                    # work, ask again shortly (the rows are due again at once).
+                    await asyncio.sleep(0.2)
                 continue
             if until_idle and not self.inflight:
                 return
@@ -169,7 +175,8 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), 0.5)
 
-    async def _dispatch(self, rows: list[Claimed]) -> None:
+    async def _dispatch(self, rows: list[Claimed]) -> int:
+        """Route and queue claimed rows; returns how many were given back unattempted."""
         for row in rows:
             self.inflight[row.id] = row
         domains = {row.domain for row in rows}
@@ -201,12 +208,16 @@ class Engine:
             self._update_exclusions(site)
         if back:
             await self._release(back)
+        return len(back)
 
     def _site(self, route: Route) -> Site:
         site = self.sites.get(route.site)
         if site is None:
-            limits = (self.settings.limits["default"] if self.relay
-                      else self.settings.limits_for(route.domain))
+            limits = (
+                self.settings.limits["default"]
+                if self.relay
+                else self.settings.limits_for(route.domain)
+            )
             site = Site(route.site, limits, RateLimiter(limits.rate))
             self.sites[route.site] = site
         site.domains.add(route.domain)
@@ -218,16 +229,23 @@ class Engine:
         if len(site.slots) >= want or not site.may_ask(time.monotonic()):
             return
         site.asked_at = time.monotonic()
-        held = await self.in_db(control.acquire_slots, self.db, site.name,
-                                site.limits.connections, self.owner, want, time.time(),
-                                self.site_lease)
+        held = await self.in_db(
+            control.acquire_slots,
+            self.db,
+            site.name,
+            site.limits.connections,
+            self.owner,
+            want,
+            time.time(),
+            self.site_lease,
+        )
         site.set_slots(held)
         if len(site.slots) >= want:
             site.asked_at = -1e9  # satisfied: ask again at once when more is needed
 
     def _update_exclusions(self, site: Site) -> None:
         cap = site.saturation_cap()
-        if not site.slots or site.queue.qsize() >= cap:
+        if site.queue.qsize() >= cap:
             self.excluded |= site.domains
         elif site.queue.qsize() < cap // 2:
             self.excluded -= site.domains
@@ -365,8 +383,12 @@ class Engine:
                 await self._rebalance(site, now)
 
     async def _heartbeat(self) -> None:
-        self.live = await self.in_db(control.heartbeat, self.db, self.owner, time.time(),
-                                     HEARTBEAT_WINDOW)
+        live = await self.in_db(
+            control.heartbeat, self.db, self.owner, time.time(), HEARTBEAT_WINDOW
+        )
+        if time.monotonic() - self._started < HEARTBEAT_WINDOW:
+            live = max(live, self.peers_hint)  # siblings started with us may not have beaten yet
+        self.live = live
 
     async def _rebalance(self, site: Site, now: float) -> None:
         """Give back slots no lane uses when idle or above the fair share; ask for more when
@@ -374,9 +396,9 @@ class Engine:
         spare = len(site.slots) - site.fair_share(self.live)
         if site.idle_for(now) > IDLE_RELEASE_SECONDS:
             spare = len(site.free)
-        give = site.free[:max(0, min(spare, len(site.free)))]
+        give = site.free[: max(0, min(spare, len(site.free)))]
         if give:
-            site.free = site.free[len(give):]
+            site.free = site.free[len(give) :]
             site.slots -= set(give)
             site.set_slots(site.slots)
             await self.in_db(control.release_slots, self.db, self.owner, give)
@@ -401,10 +423,12 @@ class Engine:
             log.warning("campaign %s %s", cid, reason)
 
     async def _renew(self, now: float) -> None:
-        await self.in_db(queries.renew, self.db, self.owner, list(self.inflight), time.time(),
-                         self.lease)
-        kept = await self.in_db(control.renew_slots, self.db, self.owner, time.time(),
-                                self.site_lease)
+        await self.in_db(
+            queries.renew, self.db, self.owner, list(self.inflight), time.time(), self.lease
+        )
+        kept = await self.in_db(
+            control.renew_slots, self.db, self.owner, time.time(), self.site_lease
+        )
         for site in self.sites.values():
             lost = site.slots - kept
             if lost:

@@ -99,9 +99,10 @@ async def _engine_pass(
     deadline: float | None = None,
     progress: Progress | None = None,
     follow: int | None = None,
+    peers: int = 1,
 ) -> bool:
     """One engine pass in this process; True if it was stopped (signal or deadline)."""
-    engine = Engine(settings, db, scope, owner=owner_id())
+    engine = Engine(settings, db, scope, owner=owner_id(), peers_hint=peers)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)
@@ -119,7 +120,7 @@ async def _engine_pass(
 
 
 def _worker_main(
-    config_path: str | None, scope: list[int] | None, deadline_in: float | None
+    config_path: str | None, scope: list[int] | None, deadline_in: float | None, peers: int
 ) -> None:
     """Entry point of a spawned worker process: one engine pass, exit code 3 if stopped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; SIGTERM stops us
@@ -127,7 +128,7 @@ def _worker_main(
     try:
         settings = load_settings(config_path)
         stopped = _run_loop(
-            _engine_pass(settings, Database(settings.database.url), scope, deadline)
+            _engine_pass(settings, Database(settings.database.url), scope, deadline, peers=peers)
         )
     except BulkmailError as exc:
         print(f"bulkmail: error: {exc}", file=sys.stderr)
@@ -148,7 +149,8 @@ def _run_processes(
     ctx = multiprocessing.get_context("spawn")
     left = deadline - time.monotonic() if deadline is not None else None
     procs = [
-        ctx.Process(target=_worker_main, args=(config_path, scope, left)) for _ in range(workers)
+        ctx.Process(target=_worker_main, args=(config_path, scope, left, workers))
+        for _ in range(workers)
     ]
     for p in procs:
         p.start()

@@ -7,7 +7,7 @@ slot this process holds, so ``connections`` hold for a whole fleet. ``rate`` is 
 proportion: a process holding 3 of 10 slots paces itself at 3/10 of the rate. A process takes
 at most its fair share of a site's slots (connections / live engines), so a fleet spreads every
 busy site across its workers. A site none of whose slots this process can get is *foreign*
-for a while: its rows are given back and its domains left out of this process's claims.
+for a while: its rows are given back (and the claimer backs off briefly).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bulkmail.delivery.classify import Reply
 from bulkmail.delivery.routing import Route
 from bulkmail.delivery.throttle import RateLimiter
 
-RETRY_FOREIGN_SECONDS = 3.0  # how often to ask again for a site another process holds
+RETRY_FOREIGN_SECONDS = 1.0  # how often to ask again for a site another process holds
 IDLE_RELEASE_SECONDS = 2.0  # a held site with nothing to do gives its lease back after this
 
 

@@ -239,12 +239,11 @@ def _wire_body(data: bytes) -> bytes:
     crlf = data.count(b"\r\n")
     if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = normalize_message_line_endings(data)
-    if data.startswith(b".") or b"\n." in data:
-        data = _LEADING_DOT.sub(b"..", data)
+    if b"\n." in data:  # dot-stuffing (RFC 5321 4.5.2); bytes.replace beats a regex here
+        data = data.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b"."):
+        data = b"." + data
     return data + b".\r\n" if data.endswith(b"\r\n") else data + b"\r\n.\r\n"
-
-
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 # -- the session ---------------------------------------------------------------------------
