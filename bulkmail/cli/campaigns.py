@@ -76,24 +76,20 @@ def create(
 @json_option
 @pass_app
 def list_(app: App, as_json: bool) -> None:
-    """One line per campaign: state and progress.
+    """One line per campaign: state, schedule, progress and rate.
 
     \b
     Example:
       bulkmail campaigns list
     """
-    db = app.ready_db()
-    rows = [lib.status(db, c.id) for c in lib.all_campaigns(db)]
+    from bulkmail.reports.lines import campaign_lines, format_campaign_line
+
+    rows = campaign_lines(app.ready_db())
     if as_json:
         echo_json(rows)
         return
-    for r in rows:
-        done = r["sent"] + r["bounced"] + r["expired"] + r["failed"] + r["skipped"]
-        click.echo(
-            f"{r['id']:>4}  {r['name'][:30]:<30} {r['state']:<10} "
-            f"{done}/{r['total']} done, {r['sent']} sent, {r['deferred']} deferred, "
-            f"{r['bounced']} bounced"
-        )
+    for row in rows:
+        click.echo(format_campaign_line(row))
 
 
 @campaigns.command("show")
