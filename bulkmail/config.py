@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bulkmail.errors import ConfigError
 
@@ -272,6 +273,12 @@ def _validate(s: Settings) -> None:
         parse_duration(s.schedule.grace)
     except ValueError as exc:
         raise ConfigError(f"{s.source}: schedule.grace: {exc}") from None
+    try:
+        ZoneInfo(s.schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{s.source}: schedule.timezone: unknown time zone {s.schedule.timezone!r}"
+        ) from None
     if s.sender.mode == "relay" and not s.relay.host:
         raise ConfigError(f'{s.source}: relay.host: required when sender.mode = "relay"')
     if bool(s.dkim.key_file) and not (s.dkim.domain and s.dkim.selector):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from bulkmail.errors import InputError
 from bulkmail.peers.dns import DnsServer, Zone
 from bulkmail.peers.smtp import SmtpServer, free_port
 from bulkmail.signing.keys import dns_txt_value, generate_private_key, load_private_key, split_txt
@@ -30,6 +31,7 @@ MX_HOSTS = {
     "inbox.test": "127.0.0.5",
 }
 SENDING_DOMAIN = "news.test"
+MARKER = ".bulkmail-demo"
 
 
 def demo_zone(public_txt: str) -> Zone:
@@ -100,10 +102,16 @@ def _run(config: Path, *args: str) -> None:
 
 def run_demo(out_dir: str) -> None:
     out = Path(out_dir)
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise InputError(
+                f"--out {out}: folder exists and is not a bulkmail demo folder; "
+                "choose a new or empty folder"
+            )
         shutil.rmtree(out)
     (out / "keys").mkdir(parents=True)
     (out / "mail").mkdir()
+    (out / MARKER).write_text("made by 'bulkmail demo'; it may delete this folder\n")
     pem = generate_private_key("rsa", 2048)
     key_path = out / "keys" / "s1.pem"
     key_path.write_bytes(pem)

@@ -18,11 +18,20 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q "${need[@]}"
 fi
 
-# PostgreSQL: the multi-worker tests run against the server at 127.0.0.1:5432.
-if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+# PostgreSQL: the multi-worker tests run against the server at 127.0.0.1:5432 as the
+# "postgres" user without a password (or the admin URL in $BULKMAIL_TEST_PG).
+if [ -z "${BULKMAIL_TEST_PG:-}" ] && ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  if [ ! -d /etc/postgresql ]; then
+    echo "installing: postgresql (test database, trust auth on loopback)"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+    hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -n 1)
+    sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  fi
   if [ -d /etc/postgresql ]; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
     for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+    pg_isready -h 127.0.0.1 -p 5432 -q || { echo "PostgreSQL did not start" >&2; exit 1; }
   else
     echo "PostgreSQL is not installed; install it or set BULKMAIL_TEST_PG" >&2
     exit 1

@@ -29,6 +29,7 @@ TABLES = (
     "suppressions",
     "lists",
     "site_leases",
+    "workers",
 )
 
 

@@ -8,7 +8,7 @@ import click
 
 from bulkmail import campaigns as lib
 from bulkmail.cli.main import App, pass_app
-from bulkmail.cli.options import echo_json, json_option
+from bulkmail.cli.options import echo_json, json_option, workers_option
 
 
 @click.group()
@@ -150,13 +150,7 @@ def preview(app: App, campaign_id: int, to: str) -> None:
 
 @campaigns.command("send")
 @click.argument("campaign_id", type=int)
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Processes to send with (use every core).",
-)
+@workers_option
 @click.option(
     "--wait",
     is_flag=True,

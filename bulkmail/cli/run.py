@@ -8,7 +8,7 @@ import sys
 import click
 
 from bulkmail.cli.main import App, pass_app
-from bulkmail.cli.options import echo_json, json_option
+from bulkmail.cli.options import echo_json, json_option, workers_option
 from bulkmail.delivery.retry import parse_duration
 
 
@@ -30,13 +30,7 @@ def _log_to_stderr() -> None:
     metavar="DURATION",
     help="Stop claiming after this long (e.g. 50m); the rest stays resumable.",
 )
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Processes to send with.",
-)
+@workers_option
 @json_option
 @pass_app
 def run_due(app: App, max_runtime: str | None, workers: int, as_json: bool) -> None:

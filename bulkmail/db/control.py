@@ -15,6 +15,7 @@ taking them all.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, text
@@ -28,6 +29,7 @@ from bulkmail.db.models import (
     QUEUED,
     RUNNING,
     SCHEDULED,
+    SENDING,
 )
 
 
@@ -107,7 +109,8 @@ def cancel_pending(db: Database, campaign_id: int, now: float) -> int:
             text(f"""
             UPDATE deliveries SET state = '{CANCELLED}', updated_at = :now, finished_at = :now,
                    lease_owner = NULL, lease_until = NULL
-            WHERE campaign_id = :id AND state IN ('{QUEUED}', '{DEFERRED}')"""),
+            WHERE campaign_id = :id AND (state IN ('{QUEUED}', '{DEFERRED}')
+                   OR (state = '{SENDING}' AND lease_until < :now))"""),
             {"id": campaign_id, "now": now},
         )
         return res.rowcount or 0
@@ -116,12 +119,15 @@ def cancel_pending(db: Database, campaign_id: int, now: float) -> int:
 def heartbeat(db: Database, owner: str, now: float, window: float) -> int:
     """Record that ``owner`` is alive; returns how many engines were alive within ``window``."""
     with db.session() as s:
-        s.execute(text("""
+        s.execute(
+            text("""
             INSERT INTO workers (owner, seen_at, started_at) VALUES (:owner, :now, :now)
             ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at"""),
-            {"owner": owner, "now": now})
-        live = s.execute(text("SELECT COUNT(*) FROM workers WHERE seen_at >= :since"),
-                         {"since": now - window}).scalar_one()
+            {"owner": owner, "now": now},
+        )
+        live = s.execute(
+            text("SELECT COUNT(*) FROM workers WHERE seen_at >= :since"), {"since": now - window}
+        ).scalar_one()
         s.execute(text("DELETE FROM workers WHERE seen_at < :old"), {"old": now - 3600})
     return max(1, int(live))
 
@@ -134,7 +140,10 @@ def forget_worker(db: Database, owner: str) -> None:
 
 
 def slot_keys(site: str, connections: int) -> list[str]:
-    """The lease keys of a site's connection slots: "<site>|0" .. "<site>|<connections-1>"."""
+    """The lease keys of a site's connection slots: "<site>|0" .. "<site>|<connections-1>"
+    (a long site name, many long MX names, is replaced by its SHA-256 prefix)."""
+    if len(site) > 200:
+        site = "sha256:" + hashlib.sha256(site.encode()).hexdigest()[:32]
     return [f"{site}|{k}" for k in range(connections)]
 
 
@@ -145,8 +154,9 @@ _TAKE_SLOT = text("""
     RETURNING site""")
 
 
-def acquire_slots(db: Database, site: str, connections: int, owner: str, want: int,
-                  now: float, lease: float) -> set[str]:
+def acquire_slots(
+    db: Database, site: str, connections: int, owner: str, want: int, now: float, lease: float
+) -> set[str]:
     """Hold up to ``want`` of the site's connection slots; returns the keys ``owner`` holds.
 
     Each slot is one row; taking one succeeds only if it is free, expired or already ours,
@@ -154,16 +164,24 @@ def acquire_slots(db: Database, site: str, connections: int, owner: str, want: i
     than ``connections``."""
     keys = slot_keys(site, connections)
     with db.session() as s:
-        rows = s.execute(text("SELECT site, owner, lease_until FROM site_leases WHERE site IN :k")
-                         .bindparams(bindparam("k", expanding=True)), {"k": keys}).all()
+        rows = s.execute(
+            text("SELECT site, owner, lease_until FROM site_leases WHERE site IN :k").bindparams(
+                bindparam("k", expanding=True)
+            ),
+            {"k": keys},
+        ).all()
         taken = {r[0]: (r[1], r[2]) for r in rows}
         held = {k for k, (o, until) in taken.items() if o == owner and until >= now}
         free = [k for k in keys if k not in taken or taken[k][1] < now]
         for key in free:
             if len(held) >= want:
                 break
-            if s.execute(_TAKE_SLOT, {"key": key, "owner": owner, "until": now + lease,
-                                      "now": now}).first() is not None:
+            if (
+                s.execute(
+                    _TAKE_SLOT, {"key": key, "owner": owner, "until": now + lease, "now": now}
+                ).first()
+                is not None
+            ):
                 held.add(key)
     return held
 
@@ -171,9 +189,10 @@ def acquire_slots(db: Database, site: str, connections: int, owner: str, want: i
 def renew_slots(db: Database, owner: str, now: float, lease: float) -> set[str]:
     """Extend every slot ``owner`` holds; returns the keys it still holds."""
     with db.session() as s:
-        rows = s.execute(text("UPDATE site_leases SET lease_until = :until "
-                              "WHERE owner = :owner RETURNING site"),
-                         {"until": now + lease, "owner": owner}).all()
+        rows = s.execute(
+            text("UPDATE site_leases SET lease_until = :until WHERE owner = :owner RETURNING site"),
+            {"until": now + lease, "owner": owner},
+        ).all()
     return {r[0] for r in rows}
 
 
@@ -181,6 +200,9 @@ def release_slots(db: Database, owner: str, keys: Sequence[str]) -> None:
     if not keys:
         return
     with db.session() as s:
-        s.execute(text("DELETE FROM site_leases WHERE site IN :keys AND owner = :owner")
-                  .bindparams(bindparam("keys", expanding=True)),
-                  {"keys": list(keys), "owner": owner})
+        s.execute(
+            text("DELETE FROM site_leases WHERE site IN :keys AND owner = :owner").bindparams(
+                bindparam("keys", expanding=True)
+            ),
+            {"keys": list(keys), "owner": owner},
+        )

@@ -21,6 +21,8 @@ from sqlalchemy import bindparam, text
 
 from bulkmail.db.engine import Database
 from bulkmail.db.models import (
+    CAMPAIGN_CANCELLED,
+    CANCELLED,
     DEFERRED,
     QUEUED,
     RUNNING,
@@ -219,9 +221,7 @@ def renew(db: Database, owner: str, ids: Sequence[int], now: float, lease: float
         s.execute(
             text(f"""UPDATE deliveries SET lease_until = :until, next_attempt_at = :until
                      WHERE id IN :ids AND lease_owner = :owner
-                       AND state = '{SENDING}'""").bindparams(
-                bindparam("ids", expanding=True)
-            ),
+                       AND state = '{SENDING}'""").bindparams(bindparam("ids", expanding=True)),
             {"until": now + lease, "ids": list(ids), "owner": owner},
         )
 
@@ -233,32 +233,43 @@ def release(db: Database, owner: str, ids: Sequence[int], now: float) -> None:
     with db.session() as s:
         s.execute(
             text(f"""UPDATE deliveries
-                     SET state = CASE WHEN attempts > 1 THEN '{DEFERRED}' ELSE '{QUEUED}' END,
+                     SET state = CASE
+                           WHEN (SELECT c.state FROM campaigns c
+                                 WHERE c.id = deliveries.campaign_id) = '{CAMPAIGN_CANCELLED}'
+                             THEN '{CANCELLED}'
+                           WHEN attempts > 1 THEN '{DEFERRED}' ELSE '{QUEUED}' END,
                          first_attempt_at = CASE WHEN attempts > 1 THEN first_attempt_at END,
                          attempts = attempts - 1, next_attempt_at = :now,
                          lease_owner = NULL, lease_until = NULL, updated_at = :now
                      WHERE id IN :ids AND lease_owner = :owner
-                       AND state = '{SENDING}'""").bindparams(
-                bindparam("ids", expanding=True)
-            ),
+                       AND state = '{SENDING}'""").bindparams(bindparam("ids", expanding=True)),
             {"now": now, "ids": list(ids), "owner": owner},
         )
 
 
-_RECORD = """
-    UPDATE deliveries SET state = :state, next_attempt_at = COALESCE(:next_at, next_attempt_at),
+_RECORD = f"""
+    UPDATE deliveries SET
+           state = CASE WHEN :state = '{DEFERRED}' AND (SELECT c.state FROM campaigns c
+                             WHERE c.id = deliveries.campaign_id) = '{CAMPAIGN_CANCELLED}'
+                        THEN '{CANCELLED}' ELSE :state END,
+           next_attempt_at = COALESCE(:next_at, next_attempt_at),
            lease_owner = NULL, lease_until = NULL, last_code = :code, last_enhanced = :enhanced,
            last_text = :text, mx_host = :mx_host, tls = :tls, updated_at = :now,
            finished_at = CASE WHEN :final THEN :now ELSE NULL END
-    WHERE id = :id AND state IN ({})
+    WHERE id = :id AND {{}}
 """
 # A "sent" answer is the truth even if our lease lapsed meanwhile (the row may have been
-# reclaimed); any other outcome may only replace the attempt it answers.
-_RECORD_SENT = text(_RECORD.format(f"'{SENDING}', '{QUEUED}', '{DEFERRED}'"))
-_RECORD_OTHER = text(_RECORD.format(f"'{SENDING}'"))
+# reclaimed, or its campaign cancelled); any other outcome may only replace the attempt it
+# answers: the row must still be in "sending" under our lease.
+_RECORD_SENT = text(
+    _RECORD.format(f"state IN ('{SENDING}', '{QUEUED}', '{DEFERRED}', '{CANCELLED}')")
+)
+_RECORD_OTHER = text(
+    _RECORD.format(f"state = '{SENDING}' AND lease_owner = COALESCE(:owner, lease_owner)")
+)
 
 
-def record(db: Database, results: Sequence[Result], now: float) -> None:
+def record(db: Database, results: Sequence[Result], now: float, owner: str | None = None) -> None:
     """Write a batch of outcomes, their events and the suppressions they cause."""
     if not results:
         return
@@ -278,7 +289,7 @@ def record(db: Database, results: Sequence[Result], now: float) -> None:
         for r in results
     ]
     sent = [row for row in rows if row["state"] == SENT]
-    other = [row for row in rows if row["state"] != SENT]
+    other = [{**row, "owner": owner} for row in rows if row["state"] != SENT]
     events = [
         {
             "kind": r.event,

@@ -8,7 +8,6 @@ whether the address goes on the suppression list. No I/O, a clock passed in.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bulkmail.db.models import BOUNCED, DEFERRED, EXPIRED, FAILED, SENT
@@ -92,10 +91,6 @@ def failed(item: Claimed, reason: str) -> Result:
         tls=None,
         event="failed",
     )
-
-
-def retry_policy(intervals: Sequence[float], max_age: float) -> RetryPolicy:
-    return RetryPolicy(tuple(intervals), max_age)
 
 
 def is_site_failure(result: Result) -> bool:

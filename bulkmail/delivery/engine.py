@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -93,7 +94,9 @@ class Engine:
             parse_duration(settings.retry.max_age),
         )
         self.rng = rng or random.Random()
-        self.recorder = Recorder(db, self.in_db, self._written, eng.batch_size, eng.flush_interval)
+        self.recorder = Recorder(
+            db, self.in_db, self._written, eng.batch_size, eng.flush_interval, owner=owner
+        )
         self.sites: dict[str, Site] = {}
         self.inflight: dict[int, Claimed] = {}
         self.excluded: set[str] = set()  # domains of saturated or foreign sites
@@ -118,28 +121,41 @@ class Engine:
     async def run(self, until_idle: bool = True, deadline: float | None = None) -> dict[str, int]:
         """Claim and deliver until nothing is due (``until_idle``), ``deadline`` (monotonic)
         passes, or ``stop()``; returns the outcome counts of this run."""
-        recorder = asyncio.create_task(self.recorder.run(self._drained))
+        self._recorder_task = asyncio.create_task(self.recorder.run(self._drained))
         monitor = asyncio.create_task(self._monitor(deadline))
         try:
             await self._heartbeat()
             await self._refresh_campaigns()
             await self._claim_loop(until_idle)
-            for site in self.sites.values():  # wake idle lanes: nothing more is coming
-                for _ in range(site.lanes):
-                    site.queue.put_nowait(None)
-            while self._lanes:
-                await asyncio.wait(set(self._lanes))
-            if self._pausing:
-                await asyncio.wait(self._pausing)
+        except BaseException:
+            self.stop()  # whatever broke, lanes finish what they are sending and it is recorded
+            raise
         finally:
-            self._drained.set()
-            await recorder
-            monitor.cancel()
-            await self._give_everything_back()
-            self._db_thread.shutdown(wait=True)
+            await self._wind_down(monitor)
         if self.fatal:
             raise self.fatal
         return dict(self.recorder.counts)
+
+    async def _wind_down(self, monitor: asyncio.Task[None]) -> None:
+        """Lanes finish their message, results are written, unattempted rows go back."""
+        for site in self.sites.values():  # wake idle lanes: nothing more is coming
+            for _ in range(site.lanes):
+                site.queue.put_nowait(None)
+        while self._lanes:
+            await asyncio.wait(set(self._lanes))
+        if self._pausing:
+            await asyncio.wait(self._pausing)
+        self._drained.set()
+        try:
+            await self._recorder_task
+        except BulkmailError as exc:  # the database stayed unwritable: rows keep their leases
+            self.fatal = self.fatal or exc
+        monitor.cancel()
+        try:
+            await self._give_everything_back()
+        except BulkmailError as exc:
+            self.fatal = self.fatal or exc
+        self._db_thread.shutdown(wait=True)
 
     def stop(self) -> None:
         """Graceful stop: claim nothing more; lanes finish the message they are sending."""
@@ -148,6 +164,9 @@ class Engine:
 
     async def _claim_loop(self, until_idle: bool) -> None:
         while not self.stopping.is_set():
+            if self._recorder_task.done():  # it gave up writing: claiming more would pile up
+                self.stop()
+                break
             room = self.max_inflight - len(self.inflight)
             if room < self.batch // 2:
                 self._room.clear()
@@ -295,7 +314,8 @@ class Engine:
     ) -> Session | None:
         """Send one claimed delivery; returns the session to keep using (or None)."""
         if site.down_until > time.monotonic() and site.down_reply is not None:
-            self._record(self._decide(row, site.down_reply, None, None))
+            # No attempt was made: it does not count towards pausing the campaign.
+            self._record(self._decide(row, site.down_reply, None, None), attempted=False)
             return session
         try:
             message = self.factory.build(row)
@@ -342,13 +362,13 @@ class Engine:
             rng=self.rng,
         )
 
-    def _record(self, result: Result) -> None:
+    def _record(self, result: Result, attempted: bool = True) -> None:
         """Hand a result to the recorder, counting consecutive connection/policy failures."""
         self.recorder.add(result)
         cid = result.campaign_id
         if result.state == "sent":
             self.failures[cid] = 0
-        elif is_site_failure(result):
+        elif attempted and is_site_failure(result):
             self.failures[cid] = self.failures.get(cid, 0) + 1
             limit = self.settings.schedule.pause_after_failures
             if limit and self.failures[cid] >= limit and cid in self.active:
@@ -365,22 +385,30 @@ class Engine:
 
     # -- the monitor: campaigns, leases, give-backs -----------------------------------------
     async def _monitor(self, deadline: float | None) -> None:
-        last_renew = time.monotonic()
+        """Every second: deadline, heartbeat, campaign states, give-backs, leases, slots.
+        A failing tick is logged and the next one tried: leases must keep being renewed."""
+        self._last_renew = time.monotonic()
         while True:
             await asyncio.sleep(MONITOR_SECONDS)
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                self.stop()
-            await self._heartbeat()
-            await self._refresh_campaigns()
-            if self._give_back:
-                ids, self._give_back = self._give_back, []
-                await self._release(ids)
-            if now - last_renew >= min(self.lease, self.site_lease) / 3:
-                last_renew = now
-                await self._renew(now)
-            for site in list(self.sites.values()):
-                await self._rebalance(site, now)
+            try:
+                await self._tick(deadline)
+            except Exception:  # noqa: BLE001 - e.g. the database briefly away
+                log.exception("engine monitor tick failed; trying again")
+
+    async def _tick(self, deadline: float | None) -> None:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            self.stop()
+        await self._heartbeat()
+        await self._refresh_campaigns()
+        if self._give_back:
+            ids, self._give_back = self._give_back, []
+            await self._release(ids)
+        if now - self._last_renew >= min(self.lease, self.site_lease) / 3:
+            self._last_renew = now
+            await self._renew(now)
+        for site in list(self.sites.values()):
+            await self._rebalance(site, now)
 
     async def _heartbeat(self) -> None:
         live = await self.in_db(
@@ -408,7 +436,10 @@ class Engine:
         self._update_exclusions(site)
 
     async def _refresh_campaigns(self) -> None:
-        self.active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
+        active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
+        for cid in set(active) - set(self.active):
+            self.failures[cid] = 0  # resumed: a fresh count
+        self.active = active
 
     async def _pause(self, cid: int, count: int) -> None:
         reason = (
@@ -491,16 +522,7 @@ def transport_settings(settings: Settings) -> TransportSettings:
         helo=settings.sender.helo,
         port=settings.sender.port,
         tls=settings.sender.tls,
-        timeouts=Timeouts(
-            connect=t.connect,
-            greeting=t.greeting,
-            mail=t.mail,
-            rcpt=t.rcpt,
-            data_init=t.data_init,
-            data_block=t.data_block,
-            data_end=t.data_end,
-            session=t.session,
-        ),
+        timeouts=Timeouts(**dataclasses.asdict(t)),
         relay=relay,
         ca_file=str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None,
     )

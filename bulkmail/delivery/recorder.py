@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from bulkmail.db import queries
 from bulkmail.db.engine import Database
 from bulkmail.db.queries import Result
+from bulkmail.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)  # a database outage of about a minute is ridden out
 
 InDb = Callable[..., Awaitable[object]]
 
@@ -28,8 +33,10 @@ class Recorder:
         on_written: Callable[[list[Result]], None],
         max_rows: int,
         interval: float,
+        owner: str | None = None,
     ) -> None:
         self._db = db
+        self.owner = owner
         self._in_db = in_db
         self._on_written = on_written
         self._max_rows = max_rows
@@ -53,8 +60,19 @@ class Recorder:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write the buffer. A failed write keeps the batch and is retried with back-off: these
+        rows were attempted (some delivered), and losing their outcome would resend them."""
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
-        await self._in_db(queries.record, self._db, batch, time.time())
+        for wait in (*RETRY_SECONDS, None):
+            try:
+                await self._in_db(queries.record, self._db, batch, time.time(), self.owner)
+                break
+            except DatabaseError as exc:
+                if wait is None:
+                    self._buffer = batch + self._buffer
+                    raise
+                log.warning("writing %d results failed (%s); retry in %ss", len(batch), exc, wait)
+                await asyncio.sleep(wait)
         self._on_written(batch)

@@ -55,6 +55,14 @@ class SendReport:
     seconds: float = 0.0
 
 
+def _show(progress: Progress, db: Database, campaign_id: int) -> None:
+    """Feed the progress display; a display or status-read problem never stops a send."""
+    try:
+        progress(lib.state_counts(db, campaign_id))
+    except Exception:  # noqa: BLE001
+        log.debug("progress display failed", exc_info=True)
+
+
 def owner_id() -> str:
     """A lease owner name unique to this process: host, pid and a random part."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -111,7 +119,7 @@ async def _engine_pass(
         while not task.done():
             await asyncio.wait({task}, timeout=0.5)
             if progress and follow is not None:
-                progress(await asyncio.to_thread(lib.state_counts, db, follow))
+                await asyncio.to_thread(_show, progress, db, follow)
         await task
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -169,13 +177,16 @@ def _run_processes(
             for p in procs:
                 p.join(timeout=0.5)
             if progress and follow is not None:
-                progress(lib.state_counts(db, follow))
+                _show(progress, db, follow)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
     codes = {p.exitcode for p in procs}
-    if 2 in codes:
-        raise BulkmailError("a worker process failed (see its message above)")
+    if codes - {0, 3}:  # 2: our error (printed); anything else: a crash or a kill
+        raise BulkmailError(
+            f"a worker process failed (exit codes {sorted(c or 0 for c in codes)}; "
+            "see its message above)"
+        )
     return interrupted or 3 in codes
 
 
@@ -371,7 +382,7 @@ def _sleep_until_due(db: Database, campaign_id: int, progress: Progress | None) 
     try:
         _interruptible_sleep(delay, lambda: interrupted)
         if progress:
-            progress(lib.state_counts(db, campaign_id))
+            _show(progress, db, campaign_id)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

@@ -61,7 +61,7 @@ class Site:
         self.free = sorted(held - in_use)
         share = len(held) / self.limits.connections
         if self.limits.rate and share and abs(self.limiter.rate - self.limits.rate * share) > 1e-9:
-            self.limiter = RateLimiter(self.limits.rate * share)
+            self.limiter.retune(self.limits.rate * share)
 
     def busy(self) -> bool:
         return self.lanes > 0 or not self.queue.empty()

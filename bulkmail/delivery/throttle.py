@@ -40,6 +40,14 @@ class RateLimiter:
         self._tolerance = (burst - 1) * self._interval
         self._tat: float | None = None  # theoretical arrival time of the next message
 
+    def retune(self, rate: float) -> None:
+        """Change the rate in place: the pacing state is kept, so a change allows no burst."""
+        if rate < 0 or rate != rate or rate == float("inf"):
+            raise ValueError(f"rate must be a finite number >= 0, got {rate}")
+        self.rate = float(rate)
+        self._interval = 1.0 / rate if rate else 0.0
+        self._tolerance = (self.burst - 1) * self._interval
+
     def delay(self) -> float:
         """Seconds until the next message may go (0 = now), without booking it."""
         if not self.rate:

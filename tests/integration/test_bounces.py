@@ -19,7 +19,7 @@ from bulkmail.bounces.process import fetch_mailbox, import_files
 from bulkmail.cli.main import cli
 from bulkmail.peers.smtp import Received
 from tests.integration.world import SENDING_DOMAIN, World
-from tests.peers_dovecot import Dovecot
+from tests.peers.dovecot import Dovecot
 
 PASSWORD_ENV = "BULKMAIL_TEST_BOUNCE_PASSWORD"
 

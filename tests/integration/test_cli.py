@@ -264,3 +264,10 @@ def test_init_is_idempotent(run, db_url: str) -> None:  # type: ignore[no-untype
     with db.session() as s:
         assert s.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
     db.dispose()
+
+
+def test_demo_refuses_a_folder_that_is_not_its_own(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
+    one_line_error(result, "not a bulkmail demo folder")
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

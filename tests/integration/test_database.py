@@ -268,3 +268,54 @@ def test_claim_skips_addresses_suppressed_or_unsubscribed_after_enqueue(
             ).all()
         )
     assert rows == {"a@example.com": "suppressed", "b@example.com": "unsubscribed"}
+
+
+def test_cancel_reaches_rows_of_a_dead_worker_and_rows_given_back_later(
+    db: Database, tmp_path: Path
+) -> None:
+    from bulkmail.db import control
+
+    lst = create_list(db, "news")
+    import_csv(db, "news", csv_file(tmp_path, "email\na@example.com\nb@example.com\n"))
+    cid = _campaign(db, lst.id)
+    now = time.time()
+    queries.enqueue(db, cid, lst.id, now - 200)
+    (alive,) = queries.claim(db, [cid], "alive", now, 60, 1)
+    (dead,) = queries.claim(db, [cid], "dead", now - 100, 60, 1)  # its lease ended at now-40
+    control.transition(db, cid, "cancelled", now)
+    assert control.cancel_pending(db, cid, now) == 1  # the dead worker's expired lease
+    queries.release(db, "alive", [alive.id], now)  # the live one gives its row back later
+    with db.session() as s:
+        states = dict(s.execute(select(Delivery.email, Delivery.state)).all())
+    assert states == {dead.email: "cancelled", alive.email: "cancelled"}
+
+
+def test_a_late_failure_does_not_overwrite_another_workers_claim(
+    db: Database, tmp_path: Path
+) -> None:
+    lst = create_list(db, "news")
+    import_csv(db, "news", csv_file(tmp_path, "email\na@example.com\n"))
+    cid = _campaign(db, lst.id)
+    now = time.time()
+    queries.enqueue(db, cid, lst.id, now - 200)
+    (old,) = queries.claim(db, [cid], "slow", now - 100, 60, 1)
+    (new,) = queries.claim(db, [cid], "fresh", now, 60, 1)  # the lease lapsed: reclaimed
+    late = queries.Result(
+        old.id,
+        cid,
+        old.subscriber_id,
+        old.email,
+        "deferred",
+        1,
+        now + 60,
+        451,
+        "4.4.2",
+        "timeout",
+        None,
+        None,
+        "deferred",
+    )
+    queries.record(db, [late], now, owner="slow")
+    with db.session() as s:
+        row = s.get(Delivery, new.id)
+        assert (row.state, row.lease_owner) == ("sending", "fresh")

@@ -16,7 +16,7 @@ from bulkmail.bounces.sources import (
     Pop3Mailbox,
     open_mailbox,
 )
-from tests.peers_dovecot import Dovecot
+from tests.peers.dovecot import Dovecot
 
 
 def message(subject: str) -> bytes:

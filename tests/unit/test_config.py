@@ -115,6 +115,8 @@ def test_config_from_bulkmail_config_variable(
         ("[limits.'a.example']\nrate = 'fast'\n", "limits.a.example.rate: expected float"),
         ("[dkim]\nkey_file = 'k.pem'\n", "dkim: key_file needs domain and selector"),
         ("not toml at all [", "not valid TOML"),
+        ("[schedule]\ntimezone = 'Mars/Olympus'\n", "schedule.timezone: unknown time zone"),
+        ("[schedule]\ngrace = 'a while'\n", "schedule.grace"),
     ],
 )
 def test_bad_config_gives_one_line_naming_file_and_key(
