@@ -434,11 +434,12 @@ def main() -> None:
         finally:
             world.stop()
         if args.export_events:
+            from bulkmail.db.engine import Database, upgrade
             from bulkmail.reports.export import bench_export
 
-            results["export"] = bench_export(
-                f"sqlite:///{Path(tmp) / 'export.db'}", args.export_events
-            )
+            url = f"sqlite:///{Path(tmp) / 'export.db'}"
+            upgrade(Database(url))
+            results["export"] = bench_export(url, args.export_events)
     results["rows"] = rows
     b = rows["(b) bulkmail 2 workers"]["rate"]
     base = {"a": "(a) naive", "c": "(c) raw aiosmtplib", "d": "(d) smtp-source (C)"}
