@@ -82,8 +82,9 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
-class TimeoutSettings:
-    """SMTP command timeouts in seconds; defaults are RFC 5321 §4.5.3.2's minimums."""
+class Timeouts:
+    """SMTP command timeouts in seconds: RFC 5321 §4.5.3.2's minimums, and a cap on a whole
+    session. The one definition: the transport uses this class as it is."""
 
     connect: float = 30.0
     greeting: float = 300.0
@@ -93,6 +94,11 @@ class TimeoutSettings:
     data_block: float = 180.0
     data_end: float = 600.0
     session: float = 1800.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if not getattr(self, f.name) > 0:
+                raise ConfigError(f"timeouts.{f.name}: must be more than 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,7 @@ class Settings:
     dkim: DkimSettings = DkimSettings()
     limits: Mapping[str, Limits] = field(default_factory=lambda: {"default": Limits()})
     retry: RetrySettings = RetrySettings()
-    timeouts: TimeoutSettings = TimeoutSettings()
+    timeouts: Timeouts = Timeouts()
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
     engine: EngineSettings = EngineSettings()
     bounces: BounceSettings = BounceSettings()
@@ -205,7 +211,7 @@ _SECTIONS: dict[str, type] = {
     "dns": DnsSettings,
     "dkim": DkimSettings,
     "retry": RetrySettings,
-    "timeouts": TimeoutSettings,
+    "timeouts": Timeouts,
     "unsubscribe": UnsubscribeSettings,
     "engine": EngineSettings,
     "bounces": BounceSettings,
@@ -251,7 +257,10 @@ def _section(source: str, name: str, cls: type, raw: Any) -> Any:
         if hints[key] in (int, float) and value < 0:
             raise ConfigError(f"{where}: must not be negative, got {value!r}")
         values[key] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _validate(s: Settings) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import time
@@ -44,7 +43,6 @@ from bulkmail.delivery.transport import (
     Outcome,
     RelaySettings,
     Session,
-    Timeouts,
     TlsState,
     TransportSettings,
 )
@@ -522,7 +520,7 @@ def transport_settings(settings: Settings) -> TransportSettings:
         helo=settings.sender.helo,
         port=settings.sender.port,
         tls=settings.sender.tls,
-        timeouts=Timeouts(**dataclasses.asdict(t)),
+        timeouts=t,
         relay=relay,
         ca_file=str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None,
     )

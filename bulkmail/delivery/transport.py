@@ -38,7 +38,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, cast
 
@@ -52,6 +52,7 @@ from aiosmtplib import (
 from aiosmtplib.protocol import normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 
+from bulkmail.config import Timeouts
 from bulkmail.delivery.classify import (
     Reply,
     connection_failed,
@@ -90,25 +91,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _QUIT_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Seconds. Defaults: RFC 5321 4.5.3.2 minimums, and a cap on a whole session."""
-
-    connect: float = 30.0
-    greeting: float = 300.0
-    mail: float = 300.0
-    rcpt: float = 300.0
-    data_init: float = 120.0
-    data_block: float = 180.0
-    data_end: float = 600.0
-    session: float = 1800.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            if not getattr(self, f.name) > 0:
-                raise ConfigError(f"timeouts.{f.name}: must be more than 0 seconds")
 
 
 @dataclass(frozen=True)

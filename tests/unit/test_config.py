@@ -117,6 +117,7 @@ def test_config_from_bulkmail_config_variable(
         ("not toml at all [", "not valid TOML"),
         ("[schedule]\ntimezone = 'Mars/Olympus'\n", "schedule.timezone: unknown time zone"),
         ("[schedule]\ngrace = 'a while'\n", "schedule.grace"),
+        ("[timeouts]\ndata_end = 0\n", "timeouts.data_end: must be more than 0 seconds"),
     ],
 )
 def test_bad_config_gives_one_line_naming_file_and_key(
