@@ -24,7 +24,6 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 
 from dnslib import (
     AAAA,
@@ -43,6 +42,8 @@ from dnslib import (
     DNSHeader,
     DNSRecord,
 )
+
+from bulkmail.peers import Peer
 
 __all__ = ["DnsServer", "Zone"]
 
@@ -254,7 +255,7 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     raise OSError(f"no port free for both UDP and TCP on {host}")
 
 
-class DnsServer:
+class DnsServer(Peer):
     """Serves a ``Zone`` over UDP and TCP on one port in a background thread.
 
     Use as a context manager or call ``start()`` / ``stop()``. ``port=0`` picks a port free for
@@ -302,17 +303,6 @@ class DnsServer:
             if sock is not None:
                 sock.close()
         self._thread = self._wake = self._udp = self._tcp = None
-
-    def __enter__(self) -> DnsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _serve(self) -> None:
         assert self._udp is not None and self._tcp is not None and self._wake is not None

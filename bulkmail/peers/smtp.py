@@ -25,10 +25,11 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from bulkmail.peers import Peer
 
 __all__ = ["Received", "Script", "SmtpServer", "free_port"]
 
@@ -207,7 +208,7 @@ def _authenticator(users: dict[str, str]) -> Any:
     return check
 
 
-class SmtpServer:
+class SmtpServer(Peer):
     """A scripted SMTP server on ``host:port`` with its own event loop in a background thread.
 
     Use as a context manager or call ``start()`` / ``stop()``; ``port=0`` picks a free port and
@@ -297,17 +298,6 @@ class SmtpServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> SmtpServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _run(
         self, sock: socket.socket, ready: threading.Event, failure: list[BaseException]

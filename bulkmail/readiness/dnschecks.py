@@ -245,15 +245,22 @@ def check_alignment(
 # -- MX of the sending domains ---------------------------------------------------------------
 
 
+def _receiving(lookup: Lookup, domain: str) -> tuple[list[tuple[int, str]], list[str], bool]:
+    """(MX records, addresses when there is no MX, whether it is a null MX) of ``domain``;
+    LookupFailed when DNS does not answer. Both MX checks judge these same facts."""
+    mx = lookup.mx(domain)
+    addresses = [] if mx else lookup.addresses(domain)
+    return mx, addresses, any(host == "." for _, host in mx)
+
+
 def check_return_path(lookup: Lookup, domain: str) -> CheckResult:
     """The return-path domain accepts bounces: an MX (or an address), and no null MX."""
     try:
-        mx = lookup.mx(domain)
-        addresses = [] if mx else lookup.addresses(domain)
+        mx, addresses, null = _receiving(lookup, domain)
     except LookupFailed as exc:
         return _unanswered("return-path", domain, exc)
     publish = f"{domain}. IN MX 10 <the host of your bounce mailbox>."
-    if any(host == "." for _, host in mx):
+    if null:
         return failed(
             "return-path",
             domain,
@@ -278,12 +285,11 @@ def check_return_path(lookup: Lookup, domain: str) -> CheckResult:
 def check_from_mx(lookup: Lookup, domain: str) -> CheckResult:
     """The From domain receives mail (replies, and providers check it exists): an MX."""
     try:
-        mx = lookup.mx(domain)
-        addresses = [] if mx else lookup.addresses(domain)
+        mx, addresses, null = _receiving(lookup, domain)
     except LookupFailed as exc:
         return _unanswered("from-mx", domain, exc)
     publish = f"{domain}. IN MX 10 <your mail host>."
-    if any(host == "." for _, host in mx):
+    if null:
         return failed(
             "from-mx",
             domain,
