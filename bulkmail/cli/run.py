@@ -39,7 +39,7 @@ def run_due(app: App, max_runtime: str | None, workers: int, as_json: bool) -> N
     Overlapping runs are safe: a second run-due joins the work (claims are leased), so no
     recipient gets two copies.
 
-    \\b
+    \b
     Example (crontab, every 5 minutes; see scripts/crontab.example):
       */5 * * * *  bulkmail --config /etc/bulkmail.toml run-due --max-runtime 4m
     """
@@ -84,7 +84,7 @@ def worker(app: App, max_idle_sleep: float) -> None:
 
     Run as many as you like, on one machine or many sharing one PostgreSQL database.
 
-    \\b
+    \b
     Example (see scripts/bulkmail-worker.service):
       bulkmail --config /etc/bulkmail.toml worker
     """
