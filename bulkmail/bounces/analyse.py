@@ -1,0 +1,108 @@
+"""What the classifier makes of a message on its own: no database, no configuration (pure).
+
+``bulkmail bounces parse`` prints this, ``scripts/bounce_accuracy.py`` measures it against a
+reference, and ``bulkmail.bounces.apply`` records the same per-recipient judgement, so what
+a person sees when asking "why was this classified so?" is what bounce processing does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bulkmail.bounces.parse import AUTOREPLY, BOUNCE, COMPLAINT, DELAYED, Recipient, Report
+from bulkmail.bounces.parse import parse_report as parse_report
+from bulkmail.delivery.classify import Disposition, classify_reply, reply_from_dsn
+
+#: The kinds ``bounces parse`` reports (an unsubscribe request is "unknown" here: not a bounce).
+PARSE_KINDS = (BOUNCE, DELAYED, COMPLAINT, AUTOREPLY, "unknown")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One recipient of a report, judged: the class of the failure and whether to suppress."""
+
+    address: str
+    action: str
+    status: str
+    reply_code: int | None
+    diagnostic: str
+    category: str
+    hard: bool  # the address itself is bad: bounced and suppressed
+    bounced: bool  # the delivery is over (a permanent failure), whether or not suppressed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "action": self.action,
+            "status": self.status,
+            "reply_code": self.reply_code,
+            "diagnostic": self.diagnostic,
+            "category": self.category,
+            "hard": self.hard,
+        }
+
+
+def judge(report: Report, rcpt: Recipient) -> Judgement:
+    """The verdict on one recipient of a bounce or delay report (complaints: never "hard")."""
+    reply = reply_from_dsn(rcpt.status, rcpt.diagnostic or None)
+    code = reply.code or None
+    if report.kind == COMPLAINT:
+        return Judgement(
+            rcpt.address, rcpt.action, "", None, rcpt.diagnostic, "complaint", False, False
+        )
+    action = rcpt.action or {"5": "failed", "4": "delayed", "2": "delivered"}.get(
+        rcpt.status[:1], ""
+    )
+    if report.kind not in (BOUNCE, DELAYED) or action != "failed":
+        category = "delayed" if action == "delayed" else (action or "uncategorised")
+        if action == "delayed":
+            category = classify_reply(reply).category.value if code else "transient"
+        return Judgement(
+            rcpt.address, action, reply.enhanced or rcpt.status, code, rcpt.diagnostic,
+            category, False, False,
+        )
+    verdict = classify_reply(reply)
+    bounced = verdict.disposition is Disposition.BOUNCED
+    return Judgement(
+        rcpt.address,
+        action,
+        reply.enhanced or rcpt.status,
+        code,
+        rcpt.diagnostic,
+        verdict.category.value,
+        bounced and verdict.suppress,
+        bounced,
+    )
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One message, as ``bounces parse`` shows it."""
+
+    file: str
+    kind: str
+    recipients: tuple[Judgement, ...]
+    notes: tuple[str, ...]
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "file": self.file,
+            "kind": self.kind,
+            "recipients": [r.as_dict() for r in self.recipients],
+            "notes": list(self.notes),
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def analyse(data: bytes, file: str = "") -> Analysis:
+    """Parse and judge one raw message."""
+    report = parse_report(data)
+    kind = report.kind if report.kind in PARSE_KINDS else "unknown"
+    judged = tuple(judge(report, r) for r in report.recipients) if kind != "unknown" else ()
+    if kind == AUTOREPLY:
+        judged = ()
+    return Analysis(file, kind, judged, report.notes, report.error)
