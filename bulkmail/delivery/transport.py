@@ -27,6 +27,9 @@ whether the dot went out, and less than half the CPU: ~180 us vs ~430 us a messa
 20 sessions into Postfix smtp-sink, ~3,500 vs ~1,800 msg/s). PIPELINING is recorded, not used:
 aiosmtplib reads one reply per write. Messages should come CRLF-only (compose guarantees it);
 checking that costs ~40 us, and anything else is normalised rather than sent as is.
+The body goes through private protocol internals (``write``, ``_drain_helper``,
+``read_response``, ``_response_pending``): hence the version pin in pyproject.toml, and
+tests/integration/test_transport_drain.py, which fails if a new version drops a reply again.
 """
 
 from __future__ import annotations
@@ -363,6 +366,11 @@ class Session:
         protocol = self._smtp.protocol
         if protocol is None:
             raise SMTPServerDisconnected("Connection lost")
+        # Mark the answer to the dot as expected *before* writing, as aiosmtplib's own
+        # execute_data_command does: from 5.1 on, the protocol drops data that arrives while
+        # no reply is pending, so a 250 that comes in while we wait for the drain below would
+        # be lost, the read would time out, and a delivered message would be retried.
+        protocol._response_pending = True
         protocol.write(_wire_body(data))  # raises, before sending anything, if already closed
         self._dot_sent = True
         transport = cast(asyncio.WriteTransport, protocol.transport)
