@@ -6,13 +6,22 @@ domain with only an A record, the DKIM key's TXT record) and a capture SMTP serv
 those addresses, then runs the ordinary commands — init, lists create, subscribers import,
 campaigns create, campaigns send --wait — through the same code an operator uses.
 Delivered messages land as .eml files in ``<out>/mail/``.
+
+Everything it prints can be pasted: each command is echoed shell-quoted with the demo's
+``--config``, and the demo's HMAC secret is kept in ``<out>/demo.env`` (it signs the unsubscribe
+links in the .eml files, so ``bulkmail serve`` needs the same one to answer them). The folder holds
+subscriber addresses and a private key, so everything in it is created owner-only (umask 077).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -32,6 +41,11 @@ MX_HOSTS = {
 }
 SENDING_DOMAIN = "news.test"
 MARKER = ".bulkmail-demo"
+# Not BULKMAIL_SECRET: sourcing demo.env never replaces an operator's real key.
+SECRET_ENV = "BULKMAIL_DEMO_SECRET"
+ENV_FILE = "demo.env"
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 8080  # the unsubscribe endpoint's port when free, else any free one
 
 
 def demo_zone(public_txt: str) -> Zone:
@@ -48,7 +62,7 @@ def demo_zone(public_txt: str) -> Zone:
     return zone
 
 
-def write_config(out: Path, dns_port: int, smtp_port: int) -> Path:
+def write_config(out: Path, dns_port: int, smtp_port: int, serve_port: int) -> Path:
     config = out / "bulkmail.toml"
     config.write_text(
         f"""\
@@ -81,18 +95,34 @@ intervals = ["5s", "10s"]
 max_age = "1h"
 
 [unsubscribe]
-url = "http://127.0.0.1:8080/unsubscribe"
+url = "http://{SERVE_HOST}:{serve_port}/unsubscribe"
 mailto = "unsubscribe@{SENDING_DOMAIN}"
+secret_env = "{SECRET_ENV}"
 """,
         encoding="utf-8",
     )
     return config
 
 
+def serve_port() -> int:
+    """8080 if nothing listens there, else a free port: the demo's links must be servable."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((SERVE_HOST, SERVE_PORT))
+        except OSError:
+            return free_port((SERVE_HOST,))
+    return SERVE_PORT
+
+
+def command_line(config: Path, *args: str) -> str:
+    """``args`` as a shell line an operator can paste: quoted, with the demo's ``--config``."""
+    return shlex.join(["bulkmail", "--config", str(config), *args])
+
+
 def _run(config: Path, *args: str) -> None:
     from bulkmail.cli.main import cli
 
-    click.echo(click.style(f"$ bulkmail {' '.join(args)}", bold=True), err=True)
+    click.echo(click.style(f"$ {command_line(config, *args)}", bold=True), err=True)
     try:
         cli.main(args=["--config", str(config), *args], prog_name="bulkmail", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -100,8 +130,32 @@ def _run(config: Path, *args: str) -> None:
             raise
 
 
-def run_demo(out_dir: str) -> None:
-    out = Path(out_dir)
+@contextmanager
+def _owner_only() -> Iterator[None]:
+    """Files made inside the block (config, database, key, .eml files) are mode 0600/0700."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@contextmanager
+def _secret_in_env(value: str) -> Iterator[None]:
+    """The demo's secret in the environment for the commands it runs, then as it was."""
+    previous = os.environ.get(SECRET_ENV)
+    os.environ[SECRET_ENV] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SECRET_ENV, None)
+        else:
+            os.environ[SECRET_ENV] = previous
+
+
+def prepare_folder(out: Path) -> None:
+    """An empty demo folder (an old demo folder is replaced; anything else is refused)."""
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
             raise InputError(
@@ -109,45 +163,72 @@ def run_demo(out_dir: str) -> None:
                 "choose a new or empty folder"
             )
         shutil.rmtree(out)
-    (out / "keys").mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    (out / "keys").mkdir()
     (out / "mail").mkdir()
     (out / MARKER).write_text("made by 'bulkmail demo'; it may delete this folder\n")
-    pem = generate_private_key("rsa", 2048)
-    key_path = out / "keys" / "s1.pem"
-    key_path.write_bytes(pem)
-    key_path.chmod(0o600)
-    os.environ.setdefault("BULKMAIL_SECRET", secrets.token_hex(16))
-    zone = demo_zone(dns_txt_value(load_private_key(pem)))
-    port = free_port(tuple(MX_HOSTS.values()))
-    with DnsServer(zone) as dns:
-        servers = [SmtpServer(ip, port, maildir=out / "mail").start() for ip in MX_HOSTS.values()]
-        try:
-            config = write_config(out, dns.port, port)
-            _run(config, "init")
-            _run(config, "lists", "create", "demo")
-            _run(config, "subscribers", "import", "--list", "demo", str(SAMPLE))
-            _run(
-                config,
-                "campaigns",
-                "create",
-                "--name",
-                "Demo newsletter",
-                "--list",
-                "demo",
-                "--subject",
-                "Hello {{ subscriber.name or 'there' }}: the demo newsletter",
-                "--from",
-                f"Demo News <news@{SENDING_DOMAIN}>",
-                "--template",
-                "newsletter",
-            )
-            _run(config, "campaigns", "send", "1", "--wait")
-        finally:
-            for server in servers:
-                server.stop()
+
+
+def run_demo(out_dir: str) -> None:
+    out = Path(out_dir).resolve()
+    with _owner_only():
+        prepare_folder(out)
+        pem = generate_private_key("rsa", 2048)
+        key_path = out / "keys" / "s1.pem"
+        key_path.write_bytes(pem)
+        key_path.chmod(0o600)
+        secret = secrets.token_hex(32)
+        env_file = out / ENV_FILE
+        env_file.write_text(
+            f"# The demo's HMAC key for its unsubscribe links: . {shlex.quote(str(env_file))}\n"
+            f"export {SECRET_ENV}={secret}\n",
+            encoding="utf-8",
+        )
+        env_file.chmod(0o600)
+        zone = demo_zone(dns_txt_value(load_private_key(pem)))
+        port = free_port(tuple(MX_HOSTS.values()))
+        web_port = serve_port()
+        with DnsServer(zone) as dns, _secret_in_env(secret):
+            servers = [
+                SmtpServer(ip, port, maildir=out / "mail").start() for ip in MX_HOSTS.values()
+            ]
+            try:
+                config = write_config(out, dns.port, port, web_port)
+                _send_campaign(config)
+            finally:
+                for server in servers:
+                    server.stop()
     received = sum(len(s.messages) for s in servers)
+    example = min((out / "mail").glob("*.eml"), default="")
     click.echo(
         f"\n{received} messages delivered to the capture servers; "
-        f"open them in {out / 'mail'}/ (e.g. {min((out / 'mail').glob('*.eml'), default='')})"
+        f"open them in {out / 'mail'}/ (e.g. {example})"
     )
-    click.echo(f"config and database: {out / 'bulkmail.toml'}, {out / 'demo.db'}")
+    click.echo(f"config and database: {config}, {out / 'demo.db'}")
+    click.echo(f"the demo's secret is in {env_file}; to answer the unsubscribe links in the mail:")
+    serve = command_line(config, "serve", "--host", SERVE_HOST, "--port", str(web_port))
+    click.echo(f"  . {shlex.quote(str(env_file))} && {serve}")
+
+
+def _send_campaign(config: Path) -> None:
+    """The commands an operator would type, run through the ordinary CLI."""
+    _run(config, "init")
+    _run(config, "lists", "create", "demo")
+    _run(config, "subscribers", "import", "--list", "demo", str(SAMPLE))
+    _run(
+        config,
+        "campaigns",
+        "create",
+        "--name",
+        "Demo newsletter",
+        "--list",
+        "demo",
+        "--subject",
+        "Hello {{ subscriber.name or 'there' }}: the demo newsletter",
+        "--from",
+        f"Demo News <news@{SENDING_DOMAIN}>",
+        "--template",
+        "newsletter",
+    )
+    _run(config, "campaigns", "send", "1", "--wait")
