@@ -77,8 +77,11 @@ def measure(corpus: Path) -> dict[str, Any]:
                     special_ok += 1
                 else:
                     misses.append(
-                        {"file": name, "problem": f"{wanted} seen as {analysis.kind}",
-                         "notes": list(analysis.notes)}
+                        {
+                            "file": name,
+                            "problem": f"{wanted} seen as {analysis.kind}",
+                            "notes": list(analysis.notes),
+                        }
                     )
         for i, row in enumerate(exp["rows"]):
             address = row["recipient"].lower()

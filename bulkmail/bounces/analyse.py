@@ -59,8 +59,14 @@ def judge(report: Report, rcpt: Recipient) -> Judgement:
         if action == "delayed":
             category = classify_reply(reply).category.value if code else "transient"
         return Judgement(
-            rcpt.address, action, reply.enhanced or rcpt.status, code, rcpt.diagnostic,
-            category, False, False,
+            rcpt.address,
+            action,
+            reply.enhanced or rcpt.status,
+            code,
+            rcpt.diagnostic,
+            category,
+            False,
+            False,
         )
     verdict = classify_reply(reply)
     bounced = verdict.disposition is Disposition.BOUNCED

@@ -96,7 +96,7 @@ def parse_report(data: bytes) -> Report:
     """Parse one raw message. Never raises: a broken message is ``unknown`` with ``error`` set."""
     reference = _digest(data)
     try:
-        msg = email.message_from_bytes(data, policy=email.policy.compat32)
+        msg = email.message_from_bytes(data[:MAX_MESSAGE], policy=email.policy.compat32)
         report = _parse(msg)
     except Exception as exc:  # noqa: BLE001 - the contract: a parse failure is a value
         return Report(UNKNOWN, reference=reference, error=f"{type(exc).__name__}: {exc}"[:300])
@@ -157,7 +157,7 @@ def _delivery_status(part: Message, base: Report) -> Report:
                 address,
                 block.get("action", "").strip().lower(),
                 status,
-                _collapse(block.get("diagnostic-code", "")),
+                _collapse(block.get("diagnostic-code", ""))[:MAX_DIAGNOSTIC],
             )
         )
     envelope = [_VERP_RE.findall(b.get("original-recipient", "")) for b in blocks]
@@ -207,9 +207,21 @@ def _complaint(msg: Message, part: Message | None, base: Report) -> Report:
 # -- MIME helpers ---------------------------------------------------------------------------
 
 
+#: The most of a message that is parsed: the report parts come first (RFC 3464, RFC 5965), a
+#: returned copy of the original message after them is all that a cut can lose.
+MAX_MESSAGE = 1024 * 1024
+#: The most of one header value that is read: decoding RFC 2047 words is quadratic in the
+#: stdlib (a 3.4 MB subject of encoded words took 42 s), and no real header needs more.
+MAX_HEADER = 8192
+#: The most of one Diagnostic-Code kept (the classifier's word searches read all of it).
+MAX_DIAGNOSTIC = 2000
+#: The most MIME parts looked at in one message (a bounce has three or four).
+MAX_PARTS = 200
+
+
 def header_text(value: object) -> str:
     """A header value as text: RFC 2047 words decoded, undecodable bytes replaced."""
-    raw = str(value)
+    raw = str(value)[:MAX_HEADER]
     try:
         text = str(make_header(decode_header(raw)))
     except Exception:  # noqa: BLE001 - a malformed encoded word: keep the raw text
@@ -258,7 +270,7 @@ def parse_fields(text: str) -> list[dict[str, str]]:
 
 def _first_part(msg: Message, types: Iterable[str]) -> Message | None:
     wanted = tuple(types)
-    for part in msg.walk():
+    for part in _walk(msg):
         if part.get_content_type() in wanted:
             return part
     return None
@@ -270,8 +282,16 @@ def _report_type(msg: Message) -> str:
     return str(msg.get_param("report-type", "") or "").lower()
 
 
+def _walk(msg: Message) -> Iterator[Message]:
+    """``msg.walk()``, bounded to MAX_PARTS parts."""
+    for n, part in enumerate(msg.walk()):
+        if n >= MAX_PARTS:
+            return
+        yield part
+
+
 def _inner_parts(msg: Message) -> Iterator[Message]:
-    for part in msg.walk():
+    for part in _walk(msg):
         if part is not msg:
             yield part
 
@@ -281,7 +301,7 @@ def _inner_text(msg: Message) -> str:
     chunks = []
     for part in _inner_parts(msg):
         chunks.append("".join(f"{k}: {header_text(v)}\n" for k, v in part.items()))
-    for part in msg.walk():
+    for part in _walk(msg):
         if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
             chunks.append(heuristics.part_text(part))
     return "\n".join(chunks)
