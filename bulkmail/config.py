@@ -66,6 +66,7 @@ class DkimSettings:
     key_file: str = ""
     ed25519_selector: str = ""
     ed25519_key_file: str = ""
+    required: bool = True  # refuse to send when no key is configured (bulkmail.signing.policy)
 
 
 @dataclass(frozen=True)

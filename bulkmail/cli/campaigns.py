@@ -156,9 +156,16 @@ def preview(app: App, campaign_id: int, to: str) -> None:
     is_flag=True,
     help="Keep going, honouring retry intervals, until every delivery is final.",
 )
+@click.option(
+    "--unsigned",
+    is_flag=True,
+    help="Send even though no DKIM key is configured (else refused).",
+)
 @json_option
 @pass_app
-def send(app: App, campaign_id: int, workers: int, wait: bool, as_json: bool) -> None:
+def send(
+    app: App, campaign_id: int, workers: int, wait: bool, unsigned: bool, as_json: bool
+) -> None:
     """Deliver a campaign: enqueue its recipients, then send everything due now.
 
     Safe to run again at any time, also after a crash: nothing already sent is sent again
@@ -171,9 +178,11 @@ def send(app: App, campaign_id: int, workers: int, wait: bool, as_json: bool) ->
     """
     from bulkmail.cli.progress import ProgressView
     from bulkmail.delivery.runner import send_campaign
+    from bulkmail.signing.policy import require_signing
 
     db = app.ready_db()
     lib.get_campaign(db, campaign_id)
+    require_signing(app.settings, unsigned=unsigned)
     with ProgressView(campaign_id, enabled=not as_json) as view:
         report = send_campaign(
             app.settings,

@@ -44,7 +44,9 @@ def run_due(app: App, max_runtime: str | None, workers: int, as_json: bool) -> N
       */5 * * * *  bulkmail --config /etc/bulkmail.toml run-due --max-runtime 4m
     """
     from bulkmail.delivery.runner import run_due as run
+    from bulkmail.signing.policy import require_signing
 
+    require_signing(app.settings)
     limit = None
     if max_runtime:
         try:
@@ -89,7 +91,9 @@ def worker(app: App, max_idle_sleep: float) -> None:
       bulkmail --config /etc/bulkmail.toml worker
     """
     from bulkmail.delivery.runner import worker as run
+    from bulkmail.signing.policy import require_signing
 
+    require_signing(app.settings)
     _log_to_stderr()
     logging.getLogger("bulkmail").info("worker started")
     run(app.settings, app.ready_db(), config_path=app.config_path, max_idle_sleep=max_idle_sleep)

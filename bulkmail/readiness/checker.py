@@ -160,7 +160,13 @@ def _no_rsa_key(ed25519: bool) -> CheckResult:
             "verify Ed25519 see the mail as unsigned (RFC 8463: sign with RSA too)",
             remedy,
         )
-    return failed("dkim", "", "no DKIM key configured: mail goes out unsigned", remedy)
+    return failed(
+        "dkim",
+        "",
+        "no DKIM key configured: mail would go out unsigned, so campaigns send, worker and "
+        "run-due refuse to send (unless [dkim] required = false)",
+        remedy,
+    )
 
 
 async def _tls_results(settings: Settings, probe: str | None) -> list[CheckResult]:

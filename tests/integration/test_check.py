@@ -487,6 +487,17 @@ def test_an_ed25519_key_alone_fails_the_dkim_requirement(sender: Sender) -> None
     assert {v.name: v.status for v in report.requirements}["DKIM signature verifies"] == "fail"
 
 
+
+def test_no_dkim_key_fails_the_check_and_says_sending_is_refused(sender: Sender) -> None:
+    result = sender.cli("check", "--json", dkim={"key_file": ""})
+
+    assert result.exit_code == 1, result.output
+    rows = {row["check"]: row for row in json.loads(result.output)}
+    assert rows["dkim"]["status"] == "fail"
+    assert "unsigned" in rows["dkim"]["detail"] and "refuse" in rows["dkim"]["detail"]
+    assert "required = false" in rows["dkim"]["detail"]
+    assert "bulkmail dkim keygen" in rows["dkim"]["remedy"]
+
 # -- DMARC and alignment ---------------------------------------------------------------------
 
 
