@@ -5,6 +5,12 @@ internationalised domain, in its ASCII (IDNA) form; the local part kept as writt
 says only the receiving host may interpret its case). A non-ASCII local part is valid but
 needs a server that offers SMTPUTF8 (RFC 6531).
 
+Addresses are *compared* by :func:`address_key`: the local part lower-cased too. Every real
+provider treats local parts case-insensitively and bulk senders (listmonk) compare that way,
+so ``USER20@GOOD.TEST`` suppressed must stop mail to ``user20@good.test``. The key is computed
+here, never by SQL ``lower()``, which folds non-ASCII letters differently on SQLite and
+PostgreSQL.
+
 Most lists are plain ASCII, so a strict fast path handles those; anything it does not accept
 goes to email-validator (syntax and RFC 5321 length limits, no DNS).
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import idna
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -28,6 +35,11 @@ class Address:
     email: str  # local@ascii-domain, as delivered
     domain: str  # ascii, lower case
     smtputf8: bool  # the local part is not ASCII
+
+    @property
+    def key(self) -> str:
+        """The comparison key (see :func:`address_key`)."""
+        return address_key(self.email)
 
 
 class InvalidAddress(ValueError):
@@ -58,6 +70,22 @@ def normalize_address(raw: str) -> Address:
     if len(email.encode()) > 254:
         raise InvalidAddress("address longer than 254 octets (RFC 5321)")
     return Address(email, domain, not local.isascii())
+
+
+def address_key(email: str) -> str:
+    """The form addresses are compared in: local part lower-cased, domain lower-case ASCII.
+
+    ``email`` is normally a delivery form (``Address.email``) already; a stored address whose
+    domain is still Unicode is brought to its IDNA form so both spellings share one key.
+    """
+    local, _, domain = email.strip().rpartition("@")
+    domain = domain.rstrip(".").lower()
+    if not domain.isascii():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            pass
+    return f"{local.lower()}@{domain}"
 
 
 def _reserved(domain: str) -> bool:

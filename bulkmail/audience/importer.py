@@ -56,6 +56,7 @@ class ImportResult:
 class Row:
     line: int
     email: str
+    key: str  # address_key(email): what the upsert matches on
     domain: str
     name: str
     attributes: dict[str, str]
@@ -128,7 +129,7 @@ def read_rows(path: Path, result: ImportResult) -> Iterator[Row]:
                 continue
             name = values[name_at].strip() if name_at >= 0 else ""
             attrs = {n: values[i] for i, n in extra if values[i] != ""}
-            yield Row(line, addr.email, addr.domain, name, attrs)
+            yield Row(line, addr.email, addr.key, addr.domain, name, attrs)
 
 
 def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
@@ -144,16 +145,18 @@ def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
 
 def _write_batch(db: Database, list_id: int, batch: list[Row], result: ImportResult) -> None:
     latest: dict[str, Row] = {}
-    for row in batch:  # a duplicate inside the file: the later row wins
-        if row.email in latest:
+    for row in batch:  # a duplicate inside the file (in any case): the later row wins
+        if row.key in latest:
             result.updated += 1
-        latest[row.email] = row
+        latest[row.key] = row
     stamp = now()
     dialect = db.engine.dialect.name
     with db.session() as s:
         existing = dict(
             s.execute(
-                select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(list(latest)))
+                select(Subscriber.email_key, Subscriber.id).where(
+                    Subscriber.email_key.in_(list(latest))
+                )
             ).all()
         )
         result.updated += len(existing)
@@ -161,7 +164,7 @@ def _write_batch(db: Database, list_id: int, batch: list[Row], result: ImportRes
         table = Subscriber.__table__
         stmt = insert_for(dialect, table)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.email],
+            index_elements=[table.c.email_key],
             set_={
                 "name": func.coalesce(func.nullif(stmt.excluded.name, ""), table.c.name),
                 "attributes": stmt.excluded.attributes,
@@ -173,6 +176,7 @@ def _write_batch(db: Database, list_id: int, batch: list[Row], result: ImportRes
             [
                 {
                     "email": r.email,
+                    "email_key": r.key,
                     "domain": r.domain,
                     "name": r.name,
                     "attributes": r.attributes,
@@ -183,7 +187,7 @@ def _write_batch(db: Database, list_id: int, batch: list[Row], result: ImportRes
             ],
         )
         ids = (
-            s.execute(select(Subscriber.id).where(Subscriber.email.in_(list(latest))))
+            s.execute(select(Subscriber.id).where(Subscriber.email_key.in_(list(latest))))
             .scalars()
             .all()
         )

@@ -2,8 +2,9 @@
 
 Hard bounces and complaints add entries by themselves (``source`` bounce / complaint); an
 operator adds, removes, imports and exports them here (``source`` manual / import). Addresses
-are stored in their delivery form (``normalize_address``), the form subscribers are stored
-in, so the enqueue join and the claim-time check match them exactly.
+are stored in their delivery form (``normalize_address``) and matched by their key
+(``address_key``: case-insensitive), as subscribers are, so ``USER20@GOOD.TEST`` suppressed
+stops ``user20@good.test`` at enqueue and at the claim-time check.
 
 Reading is by keyset (``id > after``), never OFFSET, so listing or exporting a million entries
 streams in constant memory. Importing writes one transaction per batch and reports every
@@ -24,7 +25,7 @@ from typing import Any, TextIO, cast
 
 from sqlalchemy import CursorResult, Table, delete, select
 
-from bulkmail.audience.addresses import InvalidAddress, normalize_address
+from bulkmail.audience.addresses import Address, InvalidAddress, normalize_address
 from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
 from bulkmail.db.models import Suppression
@@ -91,9 +92,9 @@ def iso_time(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _address(raw: str) -> str:
+def _address(raw: str) -> Address:
     try:
-        return normalize_address(raw).email
+        return normalize_address(raw)
     except InvalidAddress as exc:
         raise InputError(f"{raw!r}: {exc}") from None
 
@@ -129,7 +130,7 @@ def _insert(db: Database, rows: list[dict[str, Any]]) -> int:
     with db.session() as s:
         table = cast(Table, Suppression.__table__)
         stmt = insert_for(s.get_bind().dialect.name, table).values(rows)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["email"])
+        stmt = stmt.on_conflict_do_nothing(index_elements=["email_key"])
         return len(s.execute(stmt.returning(table.c.email)).all())
 
 
@@ -144,7 +145,8 @@ def add_suppression(
             db,
             [
                 {
-                    "email": address,
+                    "email": address.email,
+                    "email_key": address.key,
                     "reason": reason[:MAX_REASON],
                     "source": source[:50],
                     "created_at": stamp,
@@ -160,7 +162,8 @@ def remove_suppression(db: Database, email: str) -> bool:
     address = _address(email)
     with db.session() as s:
         res = cast(
-            CursorResult[Any], s.execute(delete(Suppression).where(Suppression.email == address))
+            CursorResult[Any],
+            s.execute(delete(Suppression).where(Suppression.email_key == address.key)),
         )
     return (res.rowcount or 0) > 0
 
@@ -205,7 +208,7 @@ def _checked_text(path: Path | str) -> Iterator[TextIO]:
 
 def _rows(
     lines: Iterable[str], reason: str, source: str, result: ImportResult
-) -> Iterator[tuple[str, str, str]]:
+) -> Iterator[tuple[Address, str, str]]:
     """(email, reason, source) per usable line; rejected lines go into ``result``."""
     reader = csv.reader(lines)  # pass 1 found no decoding or CSV errors
     columns: dict[str, int] = {"email": 0, "reason": 1}
@@ -219,7 +222,7 @@ def _rows(
             continue
         first = False
         try:
-            address = normalize_address(_cell(row, columns["email"])).email
+            address = normalize_address(_cell(row, columns["email"]))
         except InvalidAddress as exc:
             result.rejected.append(Rejection(reader.line_num, ",".join(row)[:200], str(exc)))
             continue
@@ -253,12 +256,13 @@ def import_csv(
     result = ImportResult()
     pending: dict[str, dict[str, Any]] = {}
     with _checked_text(path) as fh:
-        for email, why, src in _rows(fh, reason, source, result):
-            if email in pending:
+        for address, why, src in _rows(fh, reason, source, result):
+            if address.key in pending:
                 result.existing += 1
                 continue
-            pending[email] = {
-                "email": email,
+            pending[address.key] = {
+                "email": address.email,
+                "email_key": address.key,
                 "reason": why[:MAX_REASON],
                 "source": src[:50],
                 "created_at": stamp,

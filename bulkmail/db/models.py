@@ -55,10 +55,16 @@ class MailingList(Base):
 
 
 class Subscriber(Base):
+    """``email`` as given (delivered that way); ``email_key`` (``address_key``) is what every
+    comparison uses, unique. A key of NULL marks a row retired by migration 0003's merge of
+    addresses that only differed in case: kept for the history of its deliveries, never mailed."""
+
     __tablename__ = "subscribers"
+    __table_args__ = (Index("uq_subscribers_email_key", "email_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_key: Mapped[str | None] = mapped_column(String(320), nullable=True)
     domain: Mapped[str] = mapped_column(String(255))
     name: Mapped[str] = mapped_column(String(300), default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -80,10 +86,14 @@ class Membership(Base):
 
 
 class Suppression(Base):
+    """``email`` as given; ``email_key`` (``address_key``), unique, is what matching uses."""
+
     __tablename__ = "suppressions"
+    __table_args__ = (Index("uq_suppressions_email_key", "email_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_key: Mapped[str] = mapped_column(String(320))
     reason: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(50), default="manual")
     created_at: Mapped[float] = mapped_column(Float)

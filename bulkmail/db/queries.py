@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 
+from bulkmail.audience.addresses import address_key
 from bulkmail.db.engine import Database
 from bulkmail.db.models import (
     CAMPAIGN_CANCELLED,
@@ -82,7 +83,7 @@ def enqueue(
                CASE WHEN x.id IS NULL THEN NULL ELSE 'suppressed: ' || x.reason END
         FROM memberships m
         JOIN subscribers s ON s.id = m.subscriber_id
-        LEFT JOIN suppressions x ON x.email = s.email
+        LEFT JOIN suppressions x ON x.email_key = s.email_key
         WHERE m.list_id = :lid AND m.status = '{SUBSCRIBED}' AND m.subscriber_id > :after
           AND m.subscriber_id <= :upto
         ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
@@ -191,6 +192,12 @@ def claim(
     return out
 
 
+# The delivery's address is suppressed: compared by key (case-insensitive), through the
+# subscriber's key, as enqueue compares it.
+_SUPPRESSED = """SELECT 1 FROM suppressions x JOIN subscribers sk ON sk.email_key = x.email_key
+                 WHERE sk.id = deliveries.subscriber_id"""
+
+
 def _skip_opted_out(session: Any, ids: list[int], now: float) -> set[int]:
     """Claimed rows whose address was suppressed, or whose member unsubscribed, since enqueue:
     they become ``skipped`` here, before any attempt."""
@@ -198,11 +205,10 @@ def _skip_opted_out(session: Any, ids: list[int], now: float) -> set[int]:
         text(f"""
             UPDATE deliveries SET state = '{SKIPPED}', lease_owner = NULL, lease_until = NULL,
                    attempts = attempts - 1, updated_at = :now, finished_at = :now,
-                   last_text = CASE WHEN EXISTS (SELECT 1 FROM suppressions x
-                                                 WHERE x.email = deliveries.email)
-                                    THEN 'suppressed' ELSE 'unsubscribed' END
+                   last_text = CASE WHEN EXISTS ({_SUPPRESSED}) THEN 'suppressed'
+                                    ELSE 'unsubscribed' END
             WHERE id IN :ids AND (
-                EXISTS (SELECT 1 FROM suppressions x WHERE x.email = deliveries.email)
+                EXISTS ({_SUPPRESSED})
                 OR EXISTS (SELECT 1 FROM memberships m JOIN campaigns c ON c.list_id = m.list_id
                            WHERE c.id = deliveries.campaign_id
                              AND m.subscriber_id = deliveries.subscriber_id
@@ -335,12 +341,14 @@ def record(db: Database, results: Sequence[Result], now: float, owner: str | Non
 
 
 def add_suppressions(session: Any, entries: Sequence[tuple[str, str, str]], now: float) -> None:
-    """Insert (email, reason, source) suppressions; an existing entry is kept as it is."""
+    """Insert (email, reason, source) suppressions; an existing entry (same address in any
+    case) is kept as it is. ``email`` is a stored delivery form (a delivery's address)."""
     session.execute(
-        text("""INSERT INTO suppressions (email, reason, source, created_at)
-                VALUES (:email, :reason, :source, :now) ON CONFLICT (email) DO NOTHING"""),
+        text("""INSERT INTO suppressions (email, email_key, reason, source, created_at)
+                VALUES (:email, :key, :reason, :source, :now)
+                ON CONFLICT (email_key) DO NOTHING"""),
         [
-            {"email": e, "reason": reason[:1000], "source": src, "now": now}
+            {"email": e, "key": address_key(e), "reason": reason[:1000], "source": src, "now": now}
             for e, reason, src in entries
         ],
     )
