@@ -24,8 +24,38 @@ from bulkmail.cli.main import App, pass_app
 @click.option(
     "--access-log", is_flag=True, help="Log every request (the lines contain unsubscribe tokens)."
 )
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a client has to send a complete request head (slow clients are closed).",
+)
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Open connections at most (lowered to fit the open-files limit); beyond it the "
+    "connection that has waited longest for its request head is closed.",
+)
+@click.option(
+    "--loop",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    help="Event loop (auto: uvloop when installed).",
+)
 @pass_app
-def serve(app: App, host: str, port: int, access_log: bool) -> None:
+def serve(
+    app: App,
+    host: str,
+    port: int,
+    access_log: bool,
+    header_timeout: float,
+    max_connections: int,
+    loop: str,
+) -> None:
     """Serve the unsubscribe endpoint at the path of [unsubscribe] url.
 
     POST <url>/<token> with List-Unsubscribe=One-Click unsubscribes at once;
@@ -35,6 +65,7 @@ def serve(app: App, host: str, port: int, access_log: bool) -> None:
     Example:
       BULKMAIL_SECRET=... bulkmail serve --host 127.0.0.1 --port 8080
     """
+    from bulkmail.web.guard import Limits
     from bulkmail.web.server import app_path
     from bulkmail.web.server import serve as run
 
@@ -44,7 +75,8 @@ def serve(app: App, host: str, port: int, access_log: bool) -> None:
         f"{app_path(settings).replace('{token}', '<token>')}",
         err=True,
     )
-    run(settings, app.ready_db(), host, port, access_log=access_log)
+    limits = Limits(header_timeout=header_timeout, max_connections=max_connections)
+    run(settings, app.ready_db(), host, port, access_log=access_log, limits=limits, loop=loop)
 
 
 COMMANDS = [serve]

@@ -3,12 +3,16 @@
 The app answers at the path of ``[unsubscribe] url`` (``https://news.example/unsubscribe`` ->
 ``/unsubscribe/<token>``), the same URL the composer writes into ``List-Unsubscribe``; TLS and
 the public host name belong to the reverse proxy in front. The access log is off unless asked
-for, because every request line carries a token that can unsubscribe its owner.
+for, because every request line carries a token that can unsubscribe its owner. Slow and
+too many clients are bounded by :mod:`bulkmail.web.guard`; repeated log messages are written
+once with a count (:mod:`bulkmail.web.logs`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -16,6 +20,7 @@ from starlette.applications import Starlette
 from bulkmail.config import Settings
 from bulkmail.db.engine import Database
 from bulkmail.errors import ConfigError
+from bulkmail.web import guard, logs
 from bulkmail.web.app import DatabaseBackend, create_app, route_path
 
 _URL_RE = re.compile(r"https?://[^/\s?#{}]+(/[^\s?#{}]*(\{token\}[^\s?#{}]*)?)?")
@@ -43,19 +48,46 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     access_log: bool = False,
+    limits: guard.Limits | None = None,
+    loop: str = "auto",
 ) -> None:
     """Serve the endpoint until SIGINT or SIGTERM."""
     app = build_app(settings, db)
+    limits = limits or guard.Limits()
+    budget = guard.capacity(limits, guard.raise_descriptor_limit())
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        loop=loop,  # type: ignore[arg-type]
+        http=guard.protocol(guard.ConnectionGuard(limits, budget)),
+        backlog=limits.backlog,
+        h11_max_incomplete_event_size=8 * 1024,  # a request head larger than 8 KiB: 400
         lifespan="off",
         access_log=access_log,
         server_header=False,
         log_level="info",
     )
+    repeat = logs.install()  # after uvicorn.Config, which installs uvicorn's handlers
+    logging.getLogger("uvicorn.error").info(
+        "at most %d connections; a request head must arrive within %g s",
+        budget,
+        limits.header_timeout,
+    )
     try:
-        uvicorn.Server(config).run()
+        _Server(config, repeat).run()
     finally:
         db.dispose()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, writing the counts of held-back log messages when it shuts down
+    (uvicorn re-raises SIGTERM after ``run``, so code after it never runs)."""
+
+    def __init__(self, config: uvicorn.Config, repeat: logs.RepeatFilter) -> None:
+        super().__init__(config)
+        self.repeat = repeat
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        await super().shutdown(sockets)
+        logs.report_pending(self.repeat)
