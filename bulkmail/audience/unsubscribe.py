@@ -20,6 +20,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
+from bulkmail.audience.addresses import address_key
 from bulkmail.compose.tokens import parse_token
 from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
@@ -78,7 +79,23 @@ _EVENT = text("""
 """)
 
 
+# A subscriber row retired by migration 0003 (same address as an older row but for case; no
+# key, no memberships) stands for the live row of its address: a link in mail sent to it
+# must still unsubscribe the person.
+_LIVE = text("""
+    SELECT COALESCE((SELECT k.id FROM subscribers k WHERE k.email_key = :key), :sid)
+""")
+
+
 def _target(session: Session, campaign_id: int, subscriber_id: int) -> Target | None:
+    retired = session.execute(
+        text("SELECT email FROM subscribers WHERE id = :sid AND email_key IS NULL"),
+        {"sid": subscriber_id},
+    ).scalar()
+    if retired is not None:
+        subscriber_id = session.execute(
+            _LIVE, {"key": address_key(retired), "sid": subscriber_id}
+        ).scalar_one()
     row = session.execute(_TARGET, {"cid": campaign_id, "sid": subscriber_id}).first()
     if row is None:
         return None
@@ -114,7 +131,9 @@ def _unsubscribe(
             return None
         res = cast(
             CursorResult[Any],
-            s.execute(_UNSUBSCRIBE, {"lid": target.list_id, "sid": subscriber_id, "now": stamp}),
+            s.execute(
+                _UNSUBSCRIBE, {"lid": target.list_id, "sid": target.subscriber_id, "now": stamp}
+            ),
         )
         changed = (res.rowcount or 0) > 0
         if changed:
@@ -123,7 +142,7 @@ def _unsubscribe(
                 {
                     "kind": EVENT_KIND,
                     "cid": campaign_id,
-                    "sid": subscriber_id,
+                    "sid": target.subscriber_id,
                     "email": target.email,
                     "source": source[:50],
                     "key": dedupe_key[:200] if dedupe_key else None,
