@@ -28,9 +28,11 @@ from bulkmail.db.models import (
     PAUSED,
     RUNNING,
     SCHEDULED,
+    SUBSCRIBED,
     Campaign,
     Delivery,
     MailingList,
+    Membership,
     Subscriber,
 )
 from bulkmail.errors import InputError, NotFoundError
@@ -193,7 +195,31 @@ def find_recipient(db: Database, campaign_id: int, address: str) -> Recipient:
         sub = s.scalar(select(Subscriber).where(Subscriber.email == addr))
     if sub is None:
         raise NotFoundError(f"no subscriber {addr!r}")
+    require_subscribed(db, campaign_id, sub.id, addr)
     return recipient_of(sub.id, sub.email, sub.name, sub.attributes)
+
+
+def require_subscribed(db: Database, campaign_id: int, subscriber_id: int, address: str) -> None:
+    """Refuse a preview for someone the campaign would never mail: not subscribed to its list."""
+    with db.session() as s:
+        row = s.execute(
+            select(MailingList.name, Membership.status)
+            .select_from(Campaign)
+            .join(MailingList, MailingList.id == Campaign.list_id)
+            .outerjoin(
+                Membership,
+                (Membership.list_id == Campaign.list_id)
+                & (Membership.subscriber_id == subscriber_id),
+            )
+            .where(Campaign.id == campaign_id)
+        ).first()
+    if row is None:
+        raise NotFoundError(f"no campaign with id {campaign_id} (see 'bulkmail campaigns list')")
+    if row.status != SUBSCRIBED:
+        raise InputError(
+            f"--to {address!r}: not subscribed to list {row.name!r}, "
+            f"the list of campaign {campaign_id}"
+        )
 
 
 def recipient_of(

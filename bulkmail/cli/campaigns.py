@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 
 import click
@@ -9,6 +10,8 @@ import click
 from bulkmail import campaigns as lib
 from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option, workers_option
+from bulkmail.reports.terminal import printable
+from bulkmail.scheduling import zone
 
 
 @click.group()
@@ -76,18 +79,20 @@ def create(
 @json_option
 @pass_app
 def list_(app: App, as_json: bool) -> None:
-    """One line per campaign: state, schedule, progress and rate.
+    """One line per campaign under a header: state, schedule (UTC), progress, counts and rate.
 
     \b
     Example:
       bulkmail campaigns list
     """
-    from bulkmail.reports.lines import campaign_lines, format_campaign_line
+    from bulkmail.reports.lines import CAMPAIGN_HEADER, campaign_lines, format_campaign_line
 
     rows = campaign_lines(app.ready_db())
     if as_json:
         echo_json(rows)
         return
+    if rows:
+        click.echo(CAMPAIGN_HEADER)
     for row in rows:
         click.echo(format_campaign_line(row))
 
@@ -124,10 +129,20 @@ def show(app: App, campaign_id: int, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
+    tz = app.settings.schedule.timezone
     for key, value in data.items():
+        if key.endswith("_at"):
+            value = iso_time(value, tz)  # type: ignore[arg-type]
         if key != "counts":
-            click.echo(f"{key:>13}: {value}")
+            click.echo(printable(f"{key:>13}: {value}"))  # name, subject, reason: escapes shown
     click.echo("       counts: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items() if v))
+
+
+def iso_time(ts: float | None, timezone: str) -> str:
+    """A stored UNIX time as ISO 8601 in ``timezone`` ([schedule] timezone), or "-"."""
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, zone(timezone)).isoformat(timespec="seconds")
 
 
 @campaigns.command("preview")
@@ -235,7 +250,9 @@ def status(app: App, campaign_id: int, as_json: bool) -> None:
     click.echo(
         f"campaign {data['id']} {data['name']!r}: {data['state']}, {data['total']} deliveries"
     )
-    click.echo("  " + ", ".join(f"{k} {data[k]}" for k in list(data)[4:]))
+    click.echo("  " + ", ".join(f"{k} {data[k]}" for k in list(data)[4:] if k != "reason"))
+    if data["reason"]:
+        click.echo(f"  reason: {printable(data['reason'])}")
 
 
 def _state_line(c: object, as_json: bool, extra: dict[str, object] | None = None) -> None:

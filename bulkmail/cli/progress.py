@@ -9,6 +9,15 @@ from typing import Any
 import click
 
 FINAL = ("sent", "bounced", "complained", "expired", "failed", "skipped", "cancelled")
+ALWAYS = ("sent", "deferred", "bounced")  # shown even at 0
+WHEN_ANY = ("expired", "failed", "complained", "skipped", "cancelled")  # shown once not 0
+
+
+def outcome_counts(counts: dict[str, int]) -> str:
+    """``sent 5, deferred 1, bounced 0, expired 3``: the outcomes so far, every non-zero one
+    (an expired or failed recipient is never hidden), in a fixed order."""
+    shown = [*ALWAYS] + [k for k in WHEN_ANY if counts.get(k, 0)]
+    return ", ".join(f"{k} {counts.get(k, 0)}" for k in shown)
 
 
 class ProgressView:
@@ -33,16 +42,13 @@ class ProgressView:
                 TextColumn("campaign {task.fields[cid]}"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
-                TextColumn(
-                    "sent {task.fields[sent]} deferred {task.fields[deferred]} "
-                    "bounced {task.fields[bounced]}  {task.fields[rate]:.0f}/s"
-                ),
+                TextColumn("{task.fields[outcomes]}  {task.fields[rate]:.0f}/s"),
                 TimeRemainingColumn(),
                 transient=False,
             )
             self._progress.start()
             self._task = self._progress.add_task(
-                "send", total=None, cid=self.campaign_id, sent=0, deferred=0, bounced=0, rate=0.0
+                "send", total=None, cid=self.campaign_id, outcomes=outcome_counts({}), rate=0.0
             )
         return self
 
@@ -64,9 +70,7 @@ class ProgressView:
                 self._task,
                 total=total,
                 completed=done,
-                sent=counts.get("sent", 0),
-                deferred=counts.get("deferred", 0),
-                bounced=counts.get("bounced", 0),
+                outcomes=outcome_counts(counts),
                 rate=rate,
             )
             return
@@ -75,7 +79,6 @@ class ProgressView:
             self._last_line = now
             click.echo(
                 f"campaign {self.campaign_id}: {done}/{total} done, "
-                f"sent {counts.get('sent', 0)}, deferred {counts.get('deferred', 0)}, "
-                f"bounced {counts.get('bounced', 0)}, {rate:.0f}/s",
+                f"{outcome_counts(counts)}, {rate:.0f}/s",
                 err=True,
             )

@@ -81,13 +81,22 @@ def format_time(t: float | None) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
+#: The counts ``campaigns list`` shows, each under its own heading (skipped and expired too).
+COUNT_COLUMNS = ("sent", "deferred", "bounced", "expired", "failed", "skipped")
+CAMPAIGN_HEADER = (
+    f"{'ID':>4}  {'NAME':<24} {'STATE':<9} {'SCHEDULED':<17} {'DONE':<16}"
+    + "".join(f" {k.upper():>8}" for k in COUNT_COLUMNS)
+    + "  RATE"
+)
+
+
 def format_campaign_line(row: dict[str, Any]) -> str:
-    """One ``campaign_lines`` row as a line of text:
-    ``   3  May news            running    sched 2025-05-01 09:00Z  120/200 (60%) ...``."""
-    pct = f"{row['progress'] * 100:.0f}%"
+    """One ``campaign_lines`` row as a line of text under ``CAMPAIGN_HEADER``:
+    ``   3  May news                 running   2025-05-01 09:00Z 120/200 (60%)  120 ...``."""
+    done = f"{row['done']}/{row['total']} ({row['progress'] * 100:.0f}%)"
     return (
         f"{row['id']:>4}  {row['name'][:24]:<24} {row['state']:<9} "
-        f"sched {format_time(row['scheduled_at']):<17} "
-        f"{row['done']}/{row['total']} ({pct}) sent {row['sent']} "
-        f"deferred {row['deferred']} bounced {row['bounced']}  {format_rate(row['rate'])}"
+        f"{format_time(row['scheduled_at']):<17} {done:<16}"
+        + "".join(f" {row[k]:>8}" for k in COUNT_COLUMNS)
+        + f"  {format_rate(row['rate'])}"
     )

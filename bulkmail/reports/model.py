@@ -9,6 +9,7 @@ buckets) carry the arithmetic, so it is unit-tested without a database.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -52,8 +53,21 @@ class ReplySummary:
     count: int
 
     def __str__(self) -> str:
-        parts = [str(self.code) if self.code is not None else "", self.enhanced or "", self.text]
+        text = without_codes(self.text, self.code, self.enhanced)
+        parts = [str(self.code) if self.code is not None else "", self.enhanced or "", text]
         return " ".join(p for p in parts if p)
+
+
+def without_codes(text: str, code: int | None, enhanced: str | None) -> str:
+    """``text`` without the codes it repeats at its start: a DSN's diagnostic text and many
+    servers' replies begin with ``550 5.1.1`` (or ``550-5.1.1``) themselves, which printed
+    after our own code and enhanced code read ``550 5.1.1 550 5.1.1 ...``."""
+    rest = text.strip()
+    if code is not None and re.match(rf"{code}(?:[ -]|$)", rest):
+        rest = rest[3:].lstrip(" -")
+    if enhanced and re.match(rf"{re.escape(enhanced)}(?:\s|$)", rest):
+        rest = rest[len(enhanced) :].lstrip()
+    return rest
 
 
 @dataclass(frozen=True)

@@ -545,7 +545,7 @@ def test_campaign_lines_give_state_schedule_progress_and_rate(db: Database) -> N
     assert (two["total"], two["progress"], two["rate"]) == (0, 0.0, None)
     line = format_campaign_line(one)
     assert "running" in line and "3/5 (60%)" in line and "0.1/s" in line
-    assert "sched 2024-05-01 09:00Z" in format_campaign_line(two)
+    assert "2024-05-01 09:00Z" in format_campaign_line(two)
 
 
 # -- The event export --------------------------------------------------------------------------
