@@ -1,11 +1,17 @@
 """From a parsed ``Report`` to the database: which delivery it is about, and what changes.
 
-Finding the delivery, most trusted first: the VERP token, then our ``X-Bulkmail-Delivery``
-header, then the Message-ID of the returned message (all three verified with the secret, so
-nobody can bounce someone else's delivery), then the address the report names (the most
-recent delivery to it). A report naming one recipient is about the delivery its token names
-even if the address differs (forwarding); in a multi-recipient report each address is
-matched within the campaign the token names, else on its own.
+A report changes something only when it proves which delivery it is about, with an
+identifier we made and the secret verifies, most trusted first: the VERP token, our
+``X-Bulkmail-Delivery`` header, the Message-ID of the returned message. Then:
+
+- a report carrying any identifier that claims to be ours and fails verification is forged:
+  it is refused outright (a ``forged_report`` event, no delivery touched, left in the mailbox
+  for a person), never matched another way;
+- a report with no verifiable identifier changes nothing: the addresses a report names are
+  not proof (anyone can mail the bounce address naming anyone), so they never suppress;
+- a proven report affects only the delivery its identifier names: other recipients listed in
+  the same report are ignored (the recipient whose address is the delivery's, else the only
+  or first failed one, gives the status: forwarding changes addresses).
 
 What changes (classification is the engine's own ``reply_from_dsn`` + ``classify_reply``):
 
@@ -33,7 +39,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bulkmail.audience.addresses import InvalidAddress, normalize_address
+from bulkmail.audience.addresses import InvalidAddress, address_key, normalize_address
 from bulkmail.audience.unsubscribe import find_target, unsubscribe
 from bulkmail.bounces.parse import BOUNCE, COMPLAINT, DELAYED, UNSUBSCRIBE, Recipient, Report
 from bulkmail.compose.tokens import message_id, parse_token
@@ -45,6 +51,7 @@ from bulkmail.delivery.classify import Disposition, classify_reply, reply_from_d
 
 EVENT_BOUNCED, EVENT_SOFT, EVENT_DELAYED = "bounced", "soft_bounce", "delayed"
 EVENT_COMPLAINED, EVENT_UNSUBSCRIBED = "complained", "unsubscribed"
+EVENT_FORGED = "forged_report"
 
 _MESSAGE_ID_RE = re.compile(r"<([0-9a-z]{1,13})\.([0-9a-z]{1,13})\.([a-z2-7]{16})@([^<>@\s]+)>")
 _FIELDS = "id, campaign_id, subscriber_id, email, state"
@@ -62,7 +69,7 @@ class Effect:
     campaign_id: int | None
     subscriber_id: int | None
     delivery_id: int | None
-    matched_by: str  # verp | header | message-id | address | subject
+    matched_by: str  # verp | header | message-id | subject
     state: str | None = None  # the delivery's new state, when this changes it
     suppressed: bool = False
     detail: str = ""  # "550 5.1.1 User unknown", "feedback-type: abuse", ...
@@ -80,6 +87,7 @@ class Outcome:
     processed: bool
     effects: tuple[Effect, ...] = ()
     note: str = ""
+    forged: bool = False  # an identifier claims to be ours and does not verify
 
 
 @dataclass(frozen=True)
@@ -109,23 +117,30 @@ def apply_report(
     if report.kind not in (BOUNCE, DELAYED, COMPLAINT):
         return Outcome(report.kind, False, note="; ".join(report.notes) or report.kind)
     recipients = _relevant(report)
+    if not recipients:
+        return Outcome(report.kind, False, note="no failed or delayed recipient")
+    named = ", ".join(r.address for r in recipients if r.address) or "recipient not named"
+    forged = forgeries(report, secret)
+    if forged:
+        note = f"forged: {forged[0]} does not verify; nothing changed (names {named})"
+        if not dry_run:
+            _record_forged(db, report, source, note, stamp)
+        return Outcome(report.kind, False, note=note, forged=True)
     with db.session() as s:
         anchor = _anchor(s, report, secret)
-        matches = [(r, _match(s, r, anchor, len(recipients) == 1)) for r in recipients]
-        effects = [
-            _record(s, report, r, row, how, source, stamp, dry_run)
-            for r, (row, how) in matches
-            if row is not None
-        ]
-    missing = [r.address or "recipient not named" for r, (row, _how) in matches if row is None]
-    if not effects:
-        return Outcome(
-            report.kind,
-            False,
-            note="no delivery matches (" + (", ".join(missing) or "recipient not named") + ")",
-        )
-    note = f"unmatched: {', '.join(missing)}" if missing else ""
-    return Outcome(report.kind, True, tuple(effects), note)
+        if anchor is None:
+            return Outcome(
+                report.kind,
+                False,
+                note="no verifiable VERP token, X-Bulkmail-Delivery or Message-ID of ours: "
+                f"left for a person ({named})",
+            )
+        row, how = anchor
+        rcpt = _about(recipients, row)
+        effect = _record(s, report, rcpt, row, how, source, stamp, dry_run)
+    ignored = [r.address for r in recipients if r is not rcpt and r.address]
+    note = f"ignored (not the delivery the report proves): {', '.join(ignored)}" if ignored else ""
+    return Outcome(report.kind, True, (effect,), note)
 
 
 # -- finding the delivery ---------------------------------------------------------------------
@@ -141,6 +156,34 @@ def _relevant(report: Report) -> list[Recipient]:
         if action in ("failed", "delayed"):
             out.append(Recipient(r.address, action, r.status, r.diagnostic))
     return out
+
+
+def _about(recipients: list[Recipient], row: _Row) -> Recipient:
+    """The recipient of the report that the proven delivery is: its address, else the only one
+    (forwarding changes the address), else the first failure (the report is about our message)."""
+    for r in recipients:
+        if _normal(r.address) == address_key(row.email):  # case-insensitive (address_key)
+            return r
+    failed = [r for r in recipients if r.action == "failed"]
+    return (failed or recipients)[0]
+
+
+def forgeries(report: Report, secret: bytes) -> list[str]:
+    """The identifiers in ``report`` that claim to be ours and are not (HMAC fails).
+
+    Any one makes the whole report forged: a real report of ours carries only identifiers we
+    made, and a report that cannot be proven is never matched another way.
+    """
+    bad = [f"VERP token {t}" for t in report.verp_tokens if parse_token(secret, t) is None]
+    bad += [
+        f"X-Bulkmail-Delivery {t}" for t in report.header_tokens if parse_token(secret, t) is None
+    ]
+    bad += [
+        f"Message-ID {m}"
+        for m in report.message_ids
+        if _MESSAGE_ID_RE.fullmatch(m.strip().lower()) and parse_message_id(secret, m) is None
+    ]
+    return bad
 
 
 def identified(report: Report, secret: bytes) -> Iterator[tuple[str, int, int]]:
@@ -181,31 +224,23 @@ def _anchor(s: Any, report: Report, secret: bytes) -> tuple[_Row, str] | None:
     return None
 
 
-def _match(
-    s: Any, rcpt: Recipient, anchor: tuple[_Row, str] | None, single: bool
-) -> tuple[_Row | None, str]:
-    address = _normal(rcpt.address)
-    if anchor is not None and (single or not address or address == anchor[0].email):
-        return anchor
-    if not address:
-        return None, ""
-    if anchor is not None:
-        row = _one(
-            s,
-            f"SELECT {_FIELDS} FROM deliveries WHERE campaign_id = :cid AND email = :email",
-            cid=anchor[0].campaign_id,
-            email=address,
+def _record_forged(db: Database, report: Report, source: str, note: str, now: float) -> None:
+    """One ``forged_report`` event per forged message (no delivery: it proves none)."""
+    key = dedupe_key(EVENT_FORGED, report.reference, "forged")
+    with db.session() as s:
+        s.execute(
+            text("""
+            INSERT INTO events (kind, text, source, dedupe_key, created_at)
+            VALUES (:kind, :text, :source, :key, :now)
+            ON CONFLICT (dedupe_key) DO NOTHING"""),
+            {
+                "kind": EVENT_FORGED,
+                "text": note[:1000],
+                "source": source[:50],
+                "key": key,
+                "now": now,
+            },
         )
-        if row is not None:
-            return row, "address"
-    row = _one(
-        s,
-        f"SELECT {_FIELDS} FROM deliveries WHERE email = :email AND state IN "
-        f"('{SENT}', '{DEFERRED}', '{EXPIRED}', '{BOUNCED}', '{COMPLAINED}') "
-        "ORDER BY id DESC LIMIT 1",
-        email=address,
-    )
-    return (row, "address") if row is not None else (None, "")
 
 
 def _one(session: Any, sql: str, **params: Any) -> _Row | None:
@@ -217,7 +252,7 @@ def _normal(address: str) -> str:
     if not address:
         return ""
     try:
-        return normalize_address(address).email
+        return normalize_address(address).key
     except InvalidAddress:
         return address.lower()
 

@@ -2,10 +2,10 @@
 
 ``import_files`` reads files given on the command line; ``fetch_mailbox`` reads the mailbox
 configured under ``[bounces]``. For each message: parse (never raises), apply (one database
-transaction), then — only if the message was recognised *and* matched a delivery, and this is
-not a dry run — remove it from the mailbox (IMAP move / POP3 delete). Everything else
-(auto-replies, ordinary mail, reports about mail we did not send, unparseable messages) stays
-where it is, and the run report says why.
+transaction), then — only if the message was recognised *and* proved which delivery it is
+about, and this is not a dry run — remove it from the mailbox (IMAP move / POP3 delete).
+Everything else (auto-replies, ordinary mail, reports about mail we did not send, forged
+reports, unparseable messages) stays where it is, and the run report says why.
 
 The database is written before the message is removed, so a run that dies in between
 leaves the message to be read again; its dedupe keys make the second reading a no-op.
@@ -50,6 +50,7 @@ class MessageResult:
     removed: bool  # moved (IMAP) or deleted (POP3)
     effects: tuple[Effect, ...] = ()
     note: str = ""
+    forged: bool = False  # claims to be about our mail and does not verify: left, recorded
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class MessageResult:
             "removed": self.removed,
             "effects": [e.as_dict() for e in self.effects],
             "note": self.note,
+            "forged": self.forged,
         }
 
 
@@ -78,6 +80,7 @@ class RunReport:
             "processed": sum(m.processed for m in self.messages),
             "left": sum(not m.processed for m in self.messages),
             "removed": sum(m.removed for m in self.messages),
+            "forged": sum(m.forged for m in self.messages),
         }
         out.update({f"kind_{k}": n for k, n in sorted(kinds.items())})
         events = Counter(e.event for m in self.messages for e in m.effects if e.recorded)
@@ -168,6 +171,7 @@ def run(
                 removed,
                 outcome.effects,
                 outcome.note,
+                outcome.forged,
             )
         )
 

@@ -72,6 +72,7 @@ def _show(report: RunReport, as_json: bool) -> None:
     click.echo(
         f"{report.source}: {c['messages']} messages, {verb} {c['processed']}, "
         f"left {c['left']} in place" + ("" if report.dry_run else f", removed {c['removed']}")
+        + (f", {c['forged']} forged" if c["forged"] else "")
     )
     if report.dry_run:
         click.echo("dry run: nothing was written, moved or deleted")
@@ -79,7 +80,8 @@ def _show(report: RunReport, as_json: bool) -> None:
 
 def _line(m: MessageResult, dry_run: bool) -> str:
     if not m.processed:
-        return f"{m.ref}: {m.kind}: skipped ({m.note or 'not ours'})"
+        what = "FORGED, left for a person" if m.forged else "skipped"
+        return f"{m.ref}: {m.kind}: {what} ({m.note or 'not ours'})"
     parts = []
     for e in m.effects:
         what = f"{e.event} {e.email}"
