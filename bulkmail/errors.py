@@ -46,5 +46,11 @@ class DeliveryError(BulkmailError):
     """Sending cannot proceed at all (for example, the smart host rejects our credentials)."""
 
 
-class AuthenticationError(DeliveryError):
+class RelayError(DeliveryError):
+    """The smart host cannot be used as configured (its certificate does not verify, the
+    password variable is not set, our credentials are refused): stop the send at once instead
+    of deferring every recipient until expiry."""
+
+
+class AuthenticationError(RelayError):
     """The smart host refused our credentials: stop the send instead of bouncing everyone."""

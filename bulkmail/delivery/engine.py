@@ -46,7 +46,7 @@ from bulkmail.delivery.transport import (
     TlsState,
     TransportSettings,
 )
-from bulkmail.errors import AuthenticationError, BulkmailError
+from bulkmail.errors import BulkmailError, RelayError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -294,7 +294,7 @@ class Engine:
                     self._give_back.append(row.id)  # slot lost, or campaign paused/cancelled
                     continue
                 session = await self._attempt(site, session, row, route)
-        except AuthenticationError as exc:
+        except RelayError as exc:  # certificate, password or credentials: stop the send
             self.fatal = exc
             self.stop()
         except Exception:  # a bug must not strand the rows: log; they are released at stop
@@ -514,6 +514,7 @@ def transport_settings(settings: Settings) -> TransportSettings:
             security=r.security,
             username=r.username or None,
             password=settings.relay_password() or None,
+            password_env=r.password_env,
             ca_file=str(settings.path(r.ca_file)) if r.ca_file else None,
         )
     return TransportSettings(

@@ -7,9 +7,11 @@ The engine's lanes each hold one ``Session``, send message after message over it
 - ``Connector.open`` tries each MX host in order and each of its addresses in turn; a refused
   connection, a timeout, a 4xx/5xx greeting or EHLO, or TLS failing under "required" moves on.
   When none works it returns the *last* failure (451 4.4.1 connection failed, the server's
-  greeting, 451 4.7.5 TLS unavailable). It never raises, except ``AuthenticationError`` when
-  the smart host refuses our credentials (stop the send rather than defer everyone). Which
-  handshakes to try is ``tlspolicy``'s business.
+  greeting, 451 4.7.5 TLS unavailable). It never raises, except ``RelayError`` when the
+  smart host cannot work as configured: its certificate does not verify, the password
+  variable is unset, or it refuses our credentials (``AuthenticationError``). Retrying would
+  only defer everyone until expiry, so the send stops with one line saying what to fix.
+  Which handshakes to try is ``tlspolicy``'s business.
 - ``Session.send`` never raises: a refusal of MAIL, RCPT, DATA or the dot is the Outcome (with
   an RSET when a transaction was left open, so the session goes on); a lost connection or a
   timeout is 451 4.4.2 and the session is dead; ``delivered_possible`` when the dot went out
@@ -76,7 +78,7 @@ from bulkmail.delivery.tlspolicy import (
     tls_state,
     upgrade,
 )
-from bulkmail.errors import AuthenticationError, ConfigError
+from bulkmail.errors import AuthenticationError, ConfigError, RelayError
 
 if TYPE_CHECKING:
     from bulkmail.delivery.routing import MxHost
@@ -106,6 +108,7 @@ class RelaySettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None
+    password_env: str = "BULKMAIL_RELAY_PASSWORD"  # where the password comes from (in errors)
 
     def __post_init__(self) -> None:
         if self.security not in ("starttls", "tls"):
@@ -152,11 +155,14 @@ def connection_lost(detail: str) -> Reply:
 class _Failed(Exception):
     """Internal: a step failed; ``reply`` is what to report, ``stage`` where it happened."""
 
-    def __init__(self, reply: Reply, stage: str, *, certificate: bool = False) -> None:
+    def __init__(
+        self, reply: Reply, stage: str, *, certificate: bool = False, detail: str = ""
+    ) -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.stage = stage
         self.certificate = certificate  # the TLS handshake failed on certificate verification
+        self.detail = detail  # for a TLS failure: ssl's own words
 
 
 class _Guard:
@@ -195,6 +201,7 @@ class _Guard:
                 tls_unavailable(f"{self.label}: {detail or tls_error}"),
                 "tls",
                 certificate=certificate,
+                detail=str(detail or tls_error),
             )
         if isinstance(exc, SMTPResponseException) and exc.code >= 200:
             return _Failed(parse_reply(exc.code, exc.message), self.stage)
@@ -487,7 +494,17 @@ class Connector:
                 mode = after
 
     async def _open_relay(self, relay: RelaySettings) -> Session | Outcome:
-        """The smart host, each of its addresses: TLS always and verified, then AUTH."""
+        """The smart host, each of its addresses: TLS always and verified, then AUTH.
+
+        ``RelayError`` when no address works and one of them presented a certificate that
+        does not verify, or before connecting when the password variable is unset.
+        """
+        if relay.username is not None and not relay.password:
+            raise RelayError(
+                f"relay {relay.host}:{relay.port}: {relay.password_env} is not set (the "
+                f"password for user {relay.username!r}, named by relay.password_env)"
+            )
+        untrusted: _Failed | None = None
         try:
             with _Guard(f"{relay.host}:{relay.port}", connection_failed):
                 addresses = await _resolve(relay.host, relay.port)
@@ -510,6 +527,13 @@ class Connector:
                 return await self._start(target, VERIFY)
             except _Failed as failure:
                 outcome = Outcome(failure.reply, relay.host, None, failure.stage)
+                untrusted = failure if failure.certificate else untrusted
+        if untrusted is not None:
+            raise RelayError(
+                f"relay {relay.host}:{relay.port}: certificate not trusted "
+                f"({untrusted.detail}); set relay.ca_file to the CA certificate that "
+                f"issued it (it must name {relay.host})"
+            )
         return outcome
 
     async def _start(self, target: _Target, mode: str) -> Session:

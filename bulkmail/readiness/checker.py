@@ -21,9 +21,9 @@ from bulkmail.delivery.engine import transport_settings
 from bulkmail.errors import ConfigError, SigningError
 from bulkmail.readiness import dnschecks, tlscheck
 from bulkmail.readiness.dkimcheck import check_dkim
-from bulkmail.readiness.lookup import Lookup
+from bulkmail.readiness.lookup import Lookup, LookupFailed
 from bulkmail.readiness.requirements import Verdict, provider_verdicts, summarise
-from bulkmail.readiness.results import CheckResult, exit_code, failed
+from bulkmail.readiness.results import CheckResult, exit_code, failed, inconclusive
 from bulkmail.signing import load_private_key
 
 
@@ -169,7 +169,29 @@ def _no_rsa_key(ed25519: bool) -> CheckResult:
     )
 
 
-async def _tls_results(settings: Settings, probe: str | None) -> list[CheckResult]:
+def _probe_address(lookup: Lookup, host: str, subject: str) -> str | CheckResult:
+    """The address to probe ``host`` at, through ``[dns]`` like every other check (an IP
+    literal is itself), or the result that says why there is none."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        addresses = lookup.addresses(host)
+    except LookupFailed as exc:
+        return inconclusive("tls", subject, f"cannot resolve {host}: {exc}", "try again later")
+    if not addresses:
+        return failed(
+            "tls",
+            subject,
+            f"{host} has no A or AAAA record",
+            "check the host name given to --probe",
+        )
+    return addresses[0]
+
+
+async def _tls_results(settings: Settings, probe: str | None, lookup: Lookup) -> list[CheckResult]:
     results = []
     if settings.sender.mode == "relay":
         results.append(
@@ -185,6 +207,10 @@ async def _tls_results(settings: Settings, probe: str | None) -> list[CheckResul
         except ValueError as exc:
             raise ConfigError(f"--probe: {exc}") from None
         ca_file = str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None
+        address = _probe_address(lookup, host, f"probe {host}:{port}")
+        if isinstance(address, CheckResult):
+            results.append(address)
+            return results
         results.append(
             await tlscheck.probe_mx(
                 host,
@@ -192,6 +218,7 @@ async def _tls_results(settings: Settings, probe: str | None) -> list[CheckResul
                 helo=settings.sender.helo,
                 ca_file=ca_file,
                 timeout=min(settings.timeouts.greeting, tlscheck.TIMEOUT_CAP),
+                address=address,
             )
         )
     return results
@@ -208,7 +235,7 @@ def run_checks(
     who = identity_from_settings(settings, ips, from_domain)
     lookup = Lookup.from_settings(settings.dns)
     results = _dns_results(lookup, who, settings.check.dnsbl_zones)
-    results += asyncio.run(_tls_results(settings, probe))
+    results += asyncio.run(_tls_results(settings, probe, lookup))
     results.append(dnschecks.check_unsubscribe(settings.unsubscribe.url))
     requirements = summarise(results)
     return Report(results, requirements, provider_verdicts(requirements))

@@ -20,7 +20,7 @@ from aiosmtplib import SMTP, SMTPException
 
 from bulkmail.delivery.tlspolicy import verifying_context
 from bulkmail.delivery.transport import Connector, Session, Timeouts, TransportSettings
-from bulkmail.errors import AuthenticationError
+from bulkmail.errors import AuthenticationError, RelayError
 from bulkmail.readiness.results import CheckResult, failed, inconclusive, passed, warned
 
 TIMEOUT_CAP = 30.0
@@ -42,20 +42,24 @@ async def check_relay_tls(settings: TransportSettings, password_env: str) -> Che
     credentials = f"check [relay] username and the password in ${password_env}" + (
         "" if relay.password else f" (${password_env} is not set)"
     )
+    ca_remedy = (
+        "set [relay] ca_file to the CA certificate that issued the smart "
+        f"host's certificate (which must name {relay.host})"
+    )
     try:
         opened = await connector.open([])
     except AuthenticationError as exc:
         return failed("tls", subject, f"TLS verified, but AUTH failed: {exc}", credentials)
+    except RelayError as exc:  # the certificate does not verify, or no password is set
+        if relay.username is not None and not relay.password:
+            return failed(
+                "tls", subject, f"{password_env} is not set", f"export {password_env}=..."
+            )
+        return failed("tls", subject, f"TLS failed: {exc}", ca_remedy)
     if not isinstance(opened, Session):
         text = f"{opened.reply.code} {opened.reply.text}"
         if opened.stage == "tls":
-            return failed(
-                "tls",
-                subject,
-                f"TLS failed: {text}",
-                "set [relay] ca_file to the CA certificate that issued the smart "
-                f"host's certificate (which must name {relay.host})",
-            )
+            return failed("tls", subject, f"TLS failed: {text}", ca_remedy)
         if opened.stage == "auth":
             return inconclusive("tls", subject, f"AUTH failed for now: {text}", credentials)
         return failed(
@@ -102,13 +106,20 @@ def _tls_error(exc: BaseException) -> ssl.SSLError | None:
 
 
 async def probe_mx(
-    host: str, port: int, *, helo: str, ca_file: str | None, timeout: float = TIMEOUT_CAP
+    host: str,
+    port: int,
+    *,
+    helo: str,
+    ca_file: str | None,
+    timeout: float = TIMEOUT_CAP,
+    address: str | None = None,
 ) -> CheckResult:
-    """Open a session to ``host``: is STARTTLS offered, does the certificate verify?"""
+    """Open a session to ``host`` (at ``address``, resolved by the caller through ``[dns]``;
+    else the system's resolver): is STARTTLS offered, does the certificate verify?"""
     subject = f"probe {host}:{port}"
     context = verifying_context(ca_file)
     smtp = SMTP(
-        hostname=host,
+        hostname=address or host,
         port=port,
         local_hostname=helo,
         timeout=timeout,

@@ -487,7 +487,6 @@ def test_an_ed25519_key_alone_fails_the_dkim_requirement(sender: Sender) -> None
     assert {v.name: v.status for v in report.requirements}["DKIM signature verifies"] == "fail"
 
 
-
 def test_no_dkim_key_fails_the_check_and_says_sending_is_refused(sender: Sender) -> None:
     result = sender.cli("check", "--json", dkim={"key_file": ""})
 
@@ -497,6 +496,7 @@ def test_no_dkim_key_fails_the_check_and_says_sending_is_refused(sender: Sender)
     assert "unsigned" in rows["dkim"]["detail"] and "refuse" in rows["dkim"]["detail"]
     assert "required = false" in rows["dkim"]["detail"]
     assert "bulkmail dkim keygen" in rows["dkim"]["remedy"]
+
 
 # -- DMARC and alignment ---------------------------------------------------------------------
 
@@ -668,6 +668,15 @@ def test_relay_with_a_wrong_password_fails(
     assert "not-the-password" not in result.detail
 
 
+def test_relay_with_the_password_variable_unset_says_so(
+    sender: Sender, relay: SmtpServer, ca_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CHECK_RELAY_PASSWORD")
+    result = relay_result(sender, relay, ca_file=ca_file)
+    assert_result(result, "fail", "CHECK_RELAY_PASSWORD is not set", remedy="CHECK_RELAY_PASSWORD")
+    assert "AUTH failed" not in result.detail
+
+
 def test_relay_mode_run_reports_the_relay_check(
     sender: Sender, relay: SmtpServer, ca_file: str
 ) -> None:
@@ -697,6 +706,32 @@ def test_mx_probe_warns_about_an_unverifiable_certificate(
 
 def test_mx_probe_warns_when_starttls_is_not_offered(smtp_server: ServerFactory) -> None:
     assert_result(probe(smtp_server("127.0.0.1"), None), "warn", "does not offer STARTTLS")
+
+
+def test_mx_probe_resolves_the_host_through_the_configured_dns(
+    sender: Sender, smtp_server: ServerFactory, tls_server_context: ContextFactory, ca_file: str
+) -> None:
+    """``mx.probe.test`` exists only on the loopback DNS server that [dns] names."""
+    sender.zone.add("mx.probe.test", "A", "127.0.0.1")
+    server = smtp_server("127.0.0.1", starttls_context=tls_server_context("mx.probe.test"))
+
+    result = sender.cli(
+        "check", "--json", "--probe", f"mx.probe.test:{server.port}", sender={"ca_file": ca_file}
+    )
+
+    row = {row["check"]: row for row in json.loads(result.output)}[
+        f"tls probe mx.probe.test:{server.port}"
+    ]
+    assert row["status"] == "pass", row
+    assert "certificate verified for mx.probe.test" in row["detail"]
+
+
+def test_mx_probe_of_a_name_the_dns_does_not_know_fails_saying_so(sender: Sender) -> None:
+    result = sender.cli("check", "--json", "--probe", "nowhere.probe.test:25")
+    row = {row["check"]: row for row in json.loads(result.output)}[
+        "tls probe nowhere.probe.test:25"
+    ]
+    assert row["status"] == "fail" and "no A or AAAA record" in row["detail"], row
 
 
 def test_mx_probe_of_a_closed_port_fails(sender: Sender) -> None:

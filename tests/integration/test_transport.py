@@ -10,6 +10,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ from bulkmail.delivery.transport import (
     Timeouts,
     TransportSettings,
 )
-from bulkmail.errors import AuthenticationError, ConfigError
+from bulkmail.errors import AuthenticationError, ConfigError, RelayError
 from bulkmail.peers.smtp import Script, SmtpServer, free_port
 
 T = TypeVar("T")
@@ -386,27 +387,35 @@ def test_relay_wrong_password_raises_without_the_password(
     assert server.messages == []
 
 
-def test_relay_with_an_untrusted_certificate_sends_nothing(
-    smtp_server: ServerFactory, tls_server_context: ContextFactory
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_relay_with_an_untrusted_certificate_stops_naming_ca_file_and_sends_nothing(
+    security: str, smtp_server: ServerFactory, tls_server_context: ContextFactory
+) -> None:
+    context = "starttls_context" if security == "starttls" else "implicit_tls_context"
+    server = smtp_server("127.0.0.1", auth={"news": PASSWORD}, **{context: tls_server_context()})
+    with pytest.raises(RelayError) as caught:
+        run(Connector(relay_settings(server.port, security)).open(UNUSED_MX))
+    text = str(caught.value)
+    assert text.startswith(f"relay 127.0.0.1:{server.port}: certificate not trusted"), text
+    assert "relay.ca_file" in text and "\n" not in text
+    assert not isinstance(caught.value, AuthenticationError)
+    assert server.messages == []
+
+
+def test_relay_password_variable_unset_is_named_not_reported_as_rejected(
+    smtp_server: ServerFactory, tls_server_context: ContextFactory, ca_file: str
 ) -> None:
     server = smtp_server(
         "127.0.0.1", auth={"news": PASSWORD}, starttls_context=tls_server_context()
     )
-    opened = run(Connector(relay_settings(server.port, "starttls")).open(UNUSED_MX))
-    assert isinstance(opened, Outcome)
-    assert (opened.reply.code, opened.reply.enhanced, opened.stage) == (451, "4.7.5", "tls")
+    config = relay_settings(server.port, "starttls", ca_file=ca_file)
+    unset = replace(config, relay=replace(config.relay, password=None, password_env="MY_PW"))
+    with pytest.raises(RelayError) as caught:
+        run(Connector(unset).open(UNUSED_MX))
+    text = str(caught.value)
+    assert f"relay 127.0.0.1:{server.port}: MY_PW is not set" in text, text
+    assert "rejected" not in text and not isinstance(caught.value, AuthenticationError)
     assert server.messages == []
-
-
-def test_relay_implicit_tls_with_an_untrusted_certificate_defers(
-    smtp_server: ServerFactory, tls_server_context: ContextFactory
-) -> None:
-    server = smtp_server(
-        "127.0.0.1", auth={"news": PASSWORD}, implicit_tls_context=tls_server_context()
-    )
-    opened = run(Connector(relay_settings(server.port, "tls")).open(UNUSED_MX))
-    assert isinstance(opened, Outcome)
-    assert (opened.reply.enhanced, opened.stage) == ("4.7.5", "tls")
 
 
 # -- replies within a session --------------------------------------------------------------
