@@ -90,10 +90,14 @@ def export(app: App, campaign_id: int | None, since: str | None, fmt: str) -> No
       bulkmail events export --since 1d --format jsonl | gzip > events.jsonl.gz
     """
     from bulkmail.reports.export import export_events, parse_since
+    from bulkmail.reports.terminal import PrintableWriter
 
     when = parse_since(since, time.time()) if since is not None else None
     out = sys.stdout
-    count = export_events(app.ready_db(), out, campaign_id=campaign_id, since=when, fmt=fmt)
+    # CSV to a file stays exact; on a terminal, a reply's escape sequences are shown, not run.
+    # JSON Lines escape control characters themselves.
+    target = PrintableWriter(out) if fmt == "csv" and out.isatty() else out
+    count = export_events(app.ready_db(), target, campaign_id=campaign_id, since=when, fmt=fmt)  # type: ignore[arg-type]
     out.flush()
     if sys.stderr.isatty():
         click.echo(f"{count} events exported", err=True)

@@ -11,6 +11,7 @@ import click
 from bulkmail.audience import suppressions as lib
 from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option
+from bulkmail.reports.terminal import printable
 
 source_option = click.option(
     "--source",
@@ -60,8 +61,9 @@ def list_(app: App, source: str | None, after: int, limit: int | None, as_json: 
         _echo_json_array(e.as_dict() | {"id": e.id} for e in entries)
         return
     for e in entries:
-        click.echo(
-            f"{e.id:>7}  {e.email:<40} {e.source:<10} {lib.iso_time(e.created_at)}  {e.reason}"
+        click.echo(  # a reason can hold what a remote server wrote: escapes shown, not run
+            f"{e.id:>7}  {printable(e.email):<40} {e.source:<10} {lib.iso_time(e.created_at)}  "
+            f"{printable(e.reason)}"
         )
 
 

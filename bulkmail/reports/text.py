@@ -7,20 +7,24 @@ shape (a steady rate, a stall, bounces starting midway) shows at a glance withou
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bulkmail.reports.lines import format_time
 from bulkmail.reports.model import CampaignReport, format_rate, format_seconds, merge_buckets
+from bulkmail.reports.terminal import printable
 
 TIMELINE_ROWS = 20
 BAR_WIDTH = 30
 
 
 def print_report(report: CampaignReport, console: Console) -> None:
-    """Print every section of ``report`` on ``console``."""
+    """Print every section of ``report`` on ``console``. Text that came from outside (replies,
+    names, domains) goes through :func:`_safe`: no terminal escapes, no rich markup."""
     c = report.campaign
     console.print(
-        f"[bold]Campaign {c['id']}[/bold] {c['name']!r}: {c['state']}, "
+        f"[bold]Campaign {c['id']}[/bold] {escape(printable(repr(c['name'])))}: {c['state']}, "
         f"{report.total} deliveries, started {format_time(c['started_at'])}, "
         f"finished {format_time(c['finished_at'])}",
         highlight=False,
@@ -40,6 +44,11 @@ def print_report(report: CampaignReport, console: Console) -> None:
             highlight=False,
         )
     console.print(_timeline(report))
+
+
+def _safe(value: object) -> Text:
+    """A table cell showing ``value`` as written: control characters visible, markup inert."""
+    return Text(printable(value))
 
 
 def _table(title: str, *columns: str, numeric: tuple[str, ...] = ()) -> Table:
@@ -84,8 +93,8 @@ def _destinations(report: CampaignReport) -> Table:
         median = "-" if d.median_attempts is None else f"{d.median_attempts:g}"
         reply = f"{d.reply} (x{d.reply.count})" if d.reply else "-"
         table.add_row(
-            d.domain,
-            d.mx_host or "-",
+            _safe(d.domain),
+            _safe(d.mx_host or "-"),
             str(d.total),
             str(d.sent),
             str(d.deferred),
@@ -93,7 +102,7 @@ def _destinations(report: CampaignReport) -> Table:
             str(d.expired),
             str(d.pending),
             median,
-            reply,
+            _safe(reply),
         )
     table.caption = (
         "Deferred: deliveries deferred at least once. Attempts: median. "
@@ -116,7 +125,7 @@ def _reasons(kind: str, report: CampaignReport) -> Table:
             r.enhanced or (str(r.code) if r.code is not None else "-"),
             str(r.count),
             r.category,
-            r.example,
+            _safe(r.example),
         )
     return table
 
