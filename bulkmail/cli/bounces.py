@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
+from bulkmail.bounces.analyse import Analysis, analyse
 from bulkmail.bounces.process import MessageResult, RunReport, fetch_mailbox, import_files
+from bulkmail.bounces.sources import read_files
 from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option
 
@@ -61,6 +64,59 @@ def bounces_fetch(app: App, dry_run: bool, as_json: bool) -> None:
     _show(fetch_mailbox(app.settings, app.ready_db(), dry_run=dry_run), as_json)
 
 
+@bounces.command("parse")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@json_option
+def bounces_parse(files: tuple[Path, ...], as_json: bool) -> None:
+    """Classify bounce messages without a database or a configuration: what each one is.
+
+    For every message (a single message file, LF or CRLF, or each message of an mbox): its
+    kind (bounce, delayed, complaint, autoreply, unknown) and, per recipient, the action,
+    the enhanced status, the SMTP reply code, the diagnostic, the bounce category and
+    whether the address would be suppressed (hard). Nothing is recorded.
+
+    \b
+    Example:
+      bulkmail bounces parse saved/*.eml --json
+    """
+    results = [analyse(item.data, item.ref) for item in read_files(list(files))]
+    if as_json:
+        echo_json({"messages": [r.as_dict() for r in results]})
+        return
+    for result in results:
+        click.echo(_analysis_text(result))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _shown(text: str) -> str:
+    """Text a stranger wrote, safe for a terminal: control characters (escapes) made visible."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def _analysis_text(a: Analysis) -> str:
+    """The text form, for a person asking "why was this classified so?"."""
+    return _shown(_analysis_lines(a))
+
+
+def _analysis_lines(a: Analysis) -> str:
+    why = "; ".join(a.notes)
+    lines = [f"{a.file}: {a.kind}" + (f" ({why})" if why else "")]
+    if a.error:
+        lines.append(f"  error: {a.error}")
+    for r in a.recipients:
+        verdict = "HARD: would be suppressed" if r.hard else "not suppressed"
+        code = f" {r.reply_code}" if r.reply_code else ""
+        lines.append(
+            f"  {r.address or '(recipient not named)'}: {r.action or '-'} {r.status or '-'}"
+            f"{code}, {r.category}, {verdict}"
+        )
+        if r.diagnostic:
+            lines.append(f"    {r.diagnostic}")
+    return "\n".join(lines)
+
+
 def _show(report: RunReport, as_json: bool) -> None:
     if as_json:
         echo_json(report.as_dict())
@@ -71,7 +127,8 @@ def _show(report: RunReport, as_json: bool) -> None:
     verb = "would process" if report.dry_run else "processed"
     click.echo(
         f"{report.source}: {c['messages']} messages, {verb} {c['processed']}, "
-        f"left {c['left']} in place" + ("" if report.dry_run else f", removed {c['removed']}")
+        f"left {c['left']} in place"
+        + ("" if report.dry_run else f", removed {c['removed']}")
         + (f", {c['forged']} forged" if c["forged"] else "")
     )
     if report.dry_run:
@@ -81,7 +138,7 @@ def _show(report: RunReport, as_json: bool) -> None:
 def _line(m: MessageResult, dry_run: bool) -> str:
     if not m.processed:
         what = "FORGED, left for a person" if m.forged else "skipped"
-        return f"{m.ref}: {m.kind}: {what} ({m.note or 'not ours'})"
+        return _shown(f"{m.ref}: {m.kind}: {what} ({m.note or 'not ours'})")
     parts = []
     for e in m.effects:
         what = f"{e.event} {e.email}"
@@ -93,7 +150,7 @@ def _line(m: MessageResult, dry_run: bool) -> str:
             what += " (recorded before)"
         parts.append(what + (f" [{e.detail}]" if e.detail else ""))
     tail = " (moved/deleted)" if m.removed else ""
-    return f"{m.ref}: {m.kind}: " + "; ".join(parts) + tail
+    return _shown(f"{m.ref}: {m.kind}: " + "; ".join(parts) + tail)
 
 
 COMMANDS = [bounces]
