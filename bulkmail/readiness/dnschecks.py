@@ -27,9 +27,10 @@ from bulkmail.readiness.rules import (
     ip_mechanism,
     organizational_domain,
     parse_dmarc,
+    spf_hardened,
     spf_record_for,
     spf_records,
-    spf_with_ip,
+    spf_risks,
     unsubscribe_url_problem,
 )
 
@@ -149,6 +150,14 @@ def _spf_verdict(
     kind: str, subject: str, domain: str, ip: str, record: str, result: str, explanation: str
 ) -> CheckResult:
     if result == "pass":
+        risks = spf_risks(record)
+        if risks:  # +all passes every host; ptr SHOULD NOT be used (RFC 7208 §5.5)
+            return warned(
+                kind,
+                subject,
+                f"SPF pass for {ip}, but {domain}'s record: " + "; ".join(risks),
+                f'{domain}. IN TXT "{spf_hardened(record, ip)}"',
+            )
         return passed(kind, subject, f"SPF pass: {domain} authorises {ip}")
     if result == "temperror":
         return inconclusive(kind, subject, f"SPF temperror: {explanation}")
@@ -172,7 +181,7 @@ def _spf_verdict(
         kind,
         subject,
         f"SPF {result}: {domain} does not authorise {ip}",
-        f'{domain}. IN TXT "{spf_with_ip(record, ip)}"',
+        f'{domain}. IN TXT "{spf_hardened(record, ip)}"',
     )
 
 

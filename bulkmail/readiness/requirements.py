@@ -53,6 +53,9 @@ class Verdict:
     name: str
     status: str
     providers: tuple[str, ...] = ()
+    #: The checks that decided a verdict that is not met or unknown, with their remedies
+    #: (check name, remedy), so a provider's line can say what to do, not only what is wrong.
+    causes: tuple[tuple[str, str], ...] = ()
 
 
 def requirement_status(requirement: Requirement, results: Sequence[CheckResult]) -> str:
@@ -66,9 +69,27 @@ def requirement_status(requirement: Requirement, results: Sequence[CheckResult])
 
 def summarise(results: Sequence[CheckResult]) -> list[Verdict]:
     """Each requirement's verdict, in ``REQUIREMENTS`` order."""
-    return [
-        Verdict(req.text, requirement_status(req, results), req.providers) for req in REQUIREMENTS
-    ]
+    verdicts = []
+    for req in REQUIREMENTS:
+        status = requirement_status(req, results)
+        causes = tuple(
+            (r.check, r.remedy)
+            for r in results
+            if r.kind in req.kinds and r.status == status and status != PASS
+        )
+        verdicts.append(Verdict(req.text, status, req.providers, causes))
+    return verdicts
+
+
+def _pointer(verdict: Verdict) -> str:
+    """``name (to do: spf example.com 192.0.2.1)``: the requirement and where its fix is."""
+    fixes = [check for check, remedy in verdict.causes if remedy]
+    others = [check for check, remedy in verdict.causes if not remedy]
+    where = [f"to do: {', '.join(fixes)}"] if fixes else []
+    where += [f"see {', '.join(others)}"] if others else []
+    if not verdict.causes:
+        where = ["not checked"]
+    return f"{verdict.name} ({'; '.join(where)})"
 
 
 def provider_verdicts(verdicts: Sequence[Verdict]) -> list[CheckResult]:
@@ -76,15 +97,18 @@ def provider_verdicts(verdicts: Sequence[Verdict]) -> list[CheckResult]:
     out = []
     for provider in PROVIDERS:
         own = [v for v in verdicts if provider in v.providers]
-        missing = [v.name for v in own if v.status == FAIL]
-        unknown = [v.name for v in own if v.status == INCONCLUSIVE]
+        missing = [v for v in own if v.status == FAIL]
+        unknown = [v for v in own if v.status == INCONCLUSIVE]
         status = worst(v.status for v in own)
         if missing:
-            detail = "not met: " + "; ".join(missing)
+            detail = "not met: " + "; ".join(_pointer(v) for v in missing)
         elif unknown:
-            detail = "unknown: " + "; ".join(unknown)
+            detail = "unknown: " + "; ".join(_pointer(v) for v in unknown)
         else:
             detail = f"all {len(own)} requirements met"
+        remedy = "; ".join(
+            f"{check}: {fix}" for v in (missing or unknown) for check, fix in v.causes if fix
+        )
         note = " (also keep the spam-complaint rate below 0.3%)"
-        out.append(CheckResult("requirements", provider, status, detail + note))
+        out.append(CheckResult("requirements", provider, status, detail + note, remedy))
     return out

@@ -186,6 +186,42 @@ def spf_with_ip(record: str, ip: str) -> str:
     return " ".join([*terms, mechanism])
 
 
+def spf_risks(record: str) -> list[str]:
+    """What in an SPF record weakens it even where it passes (empty: nothing).
+
+    ``+all`` (or a bare ``all``: ``+`` is the default qualifier) authorises every host on the
+    internet, so the pass proves nothing; ``?all`` leaves other hosts neutral, so forgeries are
+    not refused; ``ptr`` is slow and unreliable and RFC 7208 §5.5 says it SHOULD NOT be used.
+    """
+    risks = []
+    for term in record.split()[1:]:
+        qualifier = term[0] if term[0] in "+-~?" else "+"
+        bare = term.lstrip("+-~?").lower()
+        if bare == "all" and qualifier == "+":
+            risks.append(f"'{term}' authorises every host on the internet")
+        elif bare == "all" and qualifier == "?":
+            risks.append(f"'{term}' leaves every other host neutral, so forgeries are not refused")
+        elif bare == "ptr" or bare.startswith("ptr:") or bare.startswith("ptr/"):
+            risks.append(f"'{term}' is slow and unreliable (RFC 7208 §5.5: SHOULD NOT be used)")
+    return risks
+
+
+def spf_hardened(record: str, ip: str) -> str:
+    """``record`` without the terms ``spf_risks`` names: ``ptr`` terms dropped, ``+all`` and
+    ``?all`` made ``~all``, and ``ip`` authorised by its own ``ip4:``/``ip6:`` term."""
+    terms = record.split()
+    kept = [terms[0]]
+    for term in terms[1:]:
+        bare = term.lstrip("+-~?").lower()
+        if bare == "ptr" or bare.startswith(("ptr:", "ptr/")):
+            continue
+        kept.append("~all" if bare == "all" and not term.startswith(("-", "~")) else term)
+    hardened = " ".join(kept)
+    if ip_mechanism(ip) in (t.lower() for t in kept):
+        return hardened
+    return spf_with_ip(hardened, ip)
+
+
 def spf_record_for(ips: Sequence[str]) -> str:
     """A minimal SPF record authorising exactly ``ips``."""
     return " ".join(["v=spf1", *(ip_mechanism(ip) for ip in ips), "-all"])

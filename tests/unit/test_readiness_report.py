@@ -189,3 +189,27 @@ def test_passing_checks_have_no_to_do_section() -> None:
     text = render_text(Report(results, summarise(results), provider_verdicts(summarise(results))))
     assert "To do:" not in text
     assert "Gmail: met" in text
+
+
+def test_a_failing_provider_line_points_at_the_failing_checks_remedy() -> None:
+    remedy = 'bounces.example.com. IN TXT "v=spf1 ip4:192.0.2.1 -all"'
+    results = replace(
+        all_passing(), failed("spf", "bounces.example.com 192.0.2.1", "SPF fail", remedy)
+    )
+    by_provider = {p.subject: p for p in provider_verdicts(summarise(results))}
+    gmail = by_provider["Gmail"]
+    assert "SPF passes for every sending IP (to do: spf bounces.example.com 192.0.2.1)" in (
+        gmail.detail
+    )
+    assert gmail.remedy == f"spf bounces.example.com 192.0.2.1: {remedy}"
+    text = render_text(Report(results, summarise(results), provider_verdicts(summarise(results))))
+    assert "To do:" in text and remedy in text
+    gmail_line = next(line for line in text.splitlines() if line.startswith("Gmail:"))
+    assert "to do: spf bounces.example.com 192.0.2.1" in gmail_line
+
+
+def test_an_unchecked_requirement_says_so_and_a_met_one_has_no_remedy() -> None:
+    results = [r for r in all_passing() if r.kind != "tls"]
+    by_provider = {p.subject: p for p in provider_verdicts(summarise(results))}
+    assert "TLS for transmission (not checked)" in by_provider["Gmail"].detail
+    assert by_provider["Yahoo"].remedy == ""

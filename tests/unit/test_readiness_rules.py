@@ -21,8 +21,10 @@ from bulkmail.readiness.rules import (
     parse_dmarc,
     parse_tag_list,
     published_key_bits,
+    spf_hardened,
     spf_record_for,
     spf_records,
+    spf_risks,
     spf_with_ip,
     txt_record_text,
     unsubscribe_url_problem,
@@ -275,3 +277,33 @@ def test_dnsbl_answers(answers: list[str], verdict: str | None) -> None:
 )
 def test_unsubscribe_url_must_be_public_https(url: str, ok: bool) -> None:
     assert (unsubscribe_url_problem(url) is None) is ok
+
+
+# -- SPF terms that weaken a passing record (RFC 7208 §5.1, §5.5) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "risky"),
+    [
+        ("v=spf1 +all", ["'+all'"]),
+        ("v=spf1 mx all", ["'all'"]),
+        ("v=spf1 mx ?all", ["'?all'"]),
+        ("v=spf1 ptr -all", ["'ptr'"]),
+        ("v=spf1 ?ptr:example.com ~all", ["'?ptr:example.com'"]),
+        ("v=spf1 ptr +all", ["'ptr'", "'+all'"]),
+        ("v=spf1 mx ~all", []),
+        ("v=spf1 ip4:192.0.2.0/24 -all", []),
+        ("v=spf1 include:ptr.example.net -all", []),
+    ],
+)
+def test_spf_risks_name_plus_all_neutral_all_and_ptr(record: str, risky: list[str]) -> None:
+    risks = spf_risks(record)
+    assert [r.split(" ")[0] for r in risks] == risky
+
+
+def test_hardened_spf_drops_ptr_softens_all_and_authorises_the_ip() -> None:
+    assert spf_hardened("v=spf1 +all", "192.0.2.10") == "v=spf1 ip4:192.0.2.10 ~all"
+    assert spf_hardened("v=spf1 a ptr ?all", "192.0.2.10") == "v=spf1 a ip4:192.0.2.10 ~all"
+    assert spf_hardened("v=spf1 ip4:192.0.2.10 ptr -all", "192.0.2.10") == (
+        "v=spf1 ip4:192.0.2.10 -all"
+    )
