@@ -182,6 +182,7 @@ def status(db: Database, campaign_id: int) -> dict[str, Any]:
     }
     out.update({k: counts[k] for k in keys})
     out.update({k: counts[k] for k in ("complained", "cancelled")})
+    out["reason"] = c.state_reason  # why it is paused, missed or cancelled ("" otherwise)
     return out
 
 

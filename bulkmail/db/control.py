@@ -44,8 +44,8 @@ def transition(
 ) -> bool:
     """Move a campaign to ``to`` (only from ``from_states`` if given); True if it moved."""
     extra = ""
-    if to == RUNNING:
-        extra = ", started_at = COALESCE(started_at, :now), finished_at = NULL"
+    if to == RUNNING:  # started or resumed: a fresh failure streak
+        extra = ", started_at = COALESCE(started_at, :now), finished_at = NULL, failure_streak = 0"
     elif to in (FINISHED, CAMPAIGN_CANCELLED):
         extra = ", finished_at = :now"
     where = "id = :id AND state <> :state"
@@ -59,6 +59,25 @@ def transition(
         params["from_states"] = list(from_states)
     with db.session() as s:
         return (s.execute(stmt, params).rowcount or 0) > 0
+
+
+def count_failures(db: Database, changes: dict[int, tuple[bool, int]]) -> dict[int, int]:
+    """Apply ``autopause.streak_changes`` (campaign -> (reset, failures after it)) to the
+    campaigns' shared failure streaks; returns each campaign's streak now."""
+    out = {}
+    with db.session() as s:
+        for cid, (reset, n) in sorted(changes.items()):
+            out[cid] = int(
+                s.execute(
+                    text(
+                        "UPDATE campaigns SET failure_streak = CASE WHEN :reset THEN :n"
+                        " ELSE failure_streak + :n END WHERE id = :id RETURNING failure_streak"
+                    ),
+                    {"reset": reset, "n": n, "id": cid},
+                ).scalar_one_or_none()
+                or 0
+            )
+    return out
 
 
 def campaigns_in(
@@ -137,6 +156,46 @@ def forget_worker(db: Database, owner: str) -> None:
     with db.session() as s:
         s.execute(text("DELETE FROM workers WHERE owner = :owner"), {"owner": owner})
         s.execute(text("DELETE FROM site_leases WHERE owner = :owner"), {"owner": owner})
+
+
+def lease_holders(db: Database, now: float) -> tuple[set[str], dict[str, float]]:
+    """(owners holding unexpired row or slot leases, every engine's last heartbeat): what
+    ``delivery.owners.dead_owners`` judges. Both scans are small: ``ix_deliveries_state_due``
+    covers the rows in ``sending`` (their ``next_attempt_at`` is their lease expiry)."""
+    with db.session() as s:
+        rows = s.execute(
+            text(
+                f"SELECT DISTINCT lease_owner FROM deliveries WHERE state = '{SENDING}'"
+                " AND next_attempt_at > :now AND lease_owner IS NOT NULL"
+                " UNION SELECT DISTINCT owner FROM site_leases WHERE lease_until >= :now"
+            ),
+            {"now": now},
+        ).all()
+        seen = s.execute(text("SELECT owner, seen_at FROM workers")).all()
+    return {r[0] for r in rows}, {r[0]: r[1] for r in seen}
+
+
+def reclaim(db: Database, owners: Sequence[str], now: float) -> int:
+    """End every lease of dead ``owners`` now: their rows come due at once (the claim takes
+    them like any lapsed lease) and their slots are free; returns the rows reclaimed."""
+    if not owners:
+        return 0
+    with db.session() as s:
+        res = s.execute(
+            text(
+                f"UPDATE deliveries SET lease_until = :now, next_attempt_at = :now"
+                f" WHERE state = '{SENDING}' AND lease_owner IN :owners"
+            ).bindparams(bindparam("owners", expanding=True)),
+            {"now": now, "owners": list(owners)},
+        )
+        for table, column in (("site_leases", "owner"), ("workers", "owner")):
+            s.execute(
+                text(f"DELETE FROM {table} WHERE {column} IN :owners").bindparams(
+                    bindparam("owners", expanding=True)
+                ),
+                {"owners": list(owners)},
+            )
+        return res.rowcount or 0
 
 
 def slot_keys(site: str, connections: int) -> list[str]:

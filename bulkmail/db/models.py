@@ -116,6 +116,8 @@ class Campaign(Base):
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # consecutive connection/TLS/policy failures, shared by a fleet (migration 0004)
+    failure_streak: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Delivery(Base):

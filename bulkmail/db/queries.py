@@ -219,17 +219,24 @@ def _skip_opted_out(session: Any, ids: list[int], now: float) -> set[int]:
     return {r[0] for r in rows}
 
 
-def renew(db: Database, owner: str, ids: Sequence[int], now: float, lease: float) -> None:
-    """Extend the lease of rows this owner still holds (they wait in a queue, not lost)."""
+def renew(db: Database, owner: str, ids: Sequence[int], now: float, lease: float) -> set[int]:
+    """Extend the lease of rows this owner still holds; returns the ids it still holds.
+
+    A row missing from the answer was lost: its lease lapsed and another engine claimed it,
+    or it was recorded meanwhile (a ``sent`` from a slower engine). Its holder must drop it,
+    never send it (issue 12: three copies under load when this answered nothing)."""
     if not ids:
-        return
+        return set()
     with db.session() as s:
-        s.execute(
+        rows = s.execute(
             text(f"""UPDATE deliveries SET lease_until = :until, next_attempt_at = :until
                      WHERE id IN :ids AND lease_owner = :owner
-                       AND state = '{SENDING}'""").bindparams(bindparam("ids", expanding=True)),
+                       AND state = '{SENDING}' RETURNING id""").bindparams(
+                bindparam("ids", expanding=True)
+            ),
             {"until": now + lease, "ids": list(ids), "owner": owner},
-        )
+        ).all()
+    return {r[0] for r in rows}
 
 
 def release(db: Database, owner: str, ids: Sequence[int], now: float) -> None:

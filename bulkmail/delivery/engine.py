@@ -12,6 +12,12 @@ domains of a site whose queue is long, or whose lease another process holds, are
 the next claims. A monitor task renews leases (rows and sites), notices paused or cancelled
 campaigns within a second, and gives back rows this process will not attempt. On a graceful
 stop the rows not yet attempted are released at once, so nothing waits for a lease to expire.
+
+Crashes and stalls (``owners``, ``leases``): at start and every few seconds the engine reclaims
+the leases of dead engines (gone on this host, or silent for 30 s), so a ``kill -9`` and a
+restart resume at once. A renewal answers which rows are still ours; a lost row is dropped,
+never sent, and a message goes out only on a row the engine is sure it still holds.
+Consecutive site failures are counted in the database (``autopause``), shared by a fleet.
 """
 
 from __future__ import annotations
@@ -30,23 +36,22 @@ from bulkmail.db import control, queries
 from bulkmail.db.engine import Database
 from bulkmail.db.models import PAUSED, RUNNING
 from bulkmail.db.queries import Claimed, Result
+from bulkmail.delivery import owners
+from bulkmail.delivery.autopause import pause_reason, streak_changes
 from bulkmail.delivery.classify import Reply
-from bulkmail.delivery.disposition import RetryPolicy, decide, failed, is_site_failure
+from bulkmail.delivery.disposition import RetryPolicy, decide, failed
+from bulkmail.delivery.leases import LeaseBook
 from bulkmail.delivery.pipeline import MessageFactory
 from bulkmail.delivery.recorder import Recorder
 from bulkmail.delivery.retry import parse_duration
 from bulkmail.delivery.routing import MxResolver, RelayRouter, Route
 from bulkmail.delivery.sites import IDLE_RELEASE_SECONDS, Site, drain
 from bulkmail.delivery.throttle import RateLimiter
-from bulkmail.delivery.transport import (
-    Connector,
-    Outcome,
-    RelaySettings,
-    Session,
-    TlsState,
-    TransportSettings,
-)
+from bulkmail.delivery.transport import Connector, Outcome, Session, TlsState
+from bulkmail.delivery.wiring import make_router, tls_label, transport_settings
 from bulkmail.errors import BulkmailError, RelayError
+
+__all__ = ["Engine", "make_router", "tls_label", "transport_settings"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +60,7 @@ IDLE_LANE_SECONDS = 2.0  # a lane with nothing to send closes its session after 
 SITE_DOWN_SECONDS = 60.0  # after no host of a site accepted a connection, defer its rows this long
 MONITOR_SECONDS = 1.0
 HEARTBEAT_WINDOW = 5.0  # an engine not heard from for this long no longer counts
+REAP_SECONDS = 5.0  # how often to look for dead engines' leases (and once at start)
 
 
 class Engine:
@@ -101,7 +107,8 @@ class Engine:
         self.live = 1  # engines alive in the fleet (heartbeats), for fair shares of slots
         self.peers_hint = peers_hint  # engines started together with this one (--workers)
         self._started = time.monotonic()
-        self.failures: dict[int, int] = {}  # campaign -> consecutive site failures
+        self.book = LeaseBook(self.lease)
+        self._reaped = -1e9
         self.stopping = asyncio.Event()
         self.fatal: BulkmailError | None = None
         self._give_back: list[int] = []
@@ -123,6 +130,7 @@ class Engine:
         monitor = asyncio.create_task(self._monitor(deadline))
         try:
             await self._heartbeat()
+            await self._reap()
             await self._refresh_campaigns()
             await self._claim_loop(until_idle)
         except BaseException:
@@ -141,13 +149,13 @@ class Engine:
                 site.queue.put_nowait(None)
         while self._lanes:
             await asyncio.wait(set(self._lanes))
-        if self._pausing:
-            await asyncio.wait(self._pausing)
         self._drained.set()
         try:
             await self._recorder_task
         except BulkmailError as exc:  # the database stayed unwritable: rows keep their leases
             self.fatal = self.fatal or exc
+        if self._pausing:  # failure counts of the last batches, and the pauses they cause
+            await asyncio.wait(set(self._pausing))
         monitor.cancel()
         try:
             await self._give_everything_back()
@@ -181,6 +189,7 @@ class Engine:
                 self.excluded,
             )
             if rows:
+                self.book.held((r.id for r in rows), time.time())
                 if await self._dispatch(rows) == len(rows):
                     # All of it belongs to sites whose slots other engines hold: let them
                     # work, ask again shortly (the rows are due again at once).
@@ -290,6 +299,8 @@ class Engine:
                     return
                 row, route = item
                 self._update_exclusions(site)
+                if self.inflight.get(row.id) is not row:
+                    continue  # lost to another engine (renewal): not ours to send or give back
                 if slot not in site.slots or row.campaign_id not in self.active:
                     self._give_back.append(row.id)  # slot lost, or campaign paused/cancelled
                     continue
@@ -312,8 +323,8 @@ class Engine:
     ) -> Session | None:
         """Send one claimed delivery; returns the session to keep using (or None)."""
         if site.down_until > time.monotonic() and site.down_reply is not None:
-            # No attempt was made: it does not count towards pausing the campaign.
-            self._record(self._decide(row, site.down_reply, None, None), attempted=False)
+            # No new attempt, but a site failure all the same: it counts towards auto-pause.
+            self._record(self._decide(row, site.down_reply, None, None))
             return session
         try:
             message = self.factory.build(row)
@@ -337,6 +348,8 @@ class Engine:
         wait = site.limiter.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
+        if not await self._still_ours(row):
+            return session
         outcome = await session.send(
             message.envelope_from, message.recipient, message.data, smtputf8=message.smtputf8
         )
@@ -360,26 +373,59 @@ class Engine:
             rng=self.rng,
         )
 
-    def _record(self, result: Result, attempted: bool = True) -> None:
-        """Hand a result to the recorder, counting consecutive connection/policy failures."""
+    def _record(self, result: Result) -> None:
         self.recorder.add(result)
-        cid = result.campaign_id
-        if result.state == "sent":
-            self.failures[cid] = 0
-        elif attempted and is_site_failure(result):
-            self.failures[cid] = self.failures.get(cid, 0) + 1
-            limit = self.settings.schedule.pause_after_failures
-            if limit and self.failures[cid] >= limit and cid in self.active:
-                # Stop now, not at the next monitor tick: lanes give back its waiting rows.
-                self.active = [c for c in self.active if c != cid]
-                self._pausing.add(
-                    asyncio.get_running_loop().create_task(self._pause(cid, self.failures[cid]))
-                )
+
+    async def _still_ours(self, row: Claimed) -> bool:
+        """Right before sending: is the row still ours? Asks the database only when the
+        lease book cannot be sure (``leases``); a lost row is dropped, not sent."""
+        if self.inflight.get(row.id) is not row:
+            return False
+        now = time.time()
+        if self.book.sure(row.id, now):
+            return True
+        try:
+            kept = await self.in_db(queries.renew, self.db, self.owner, [row.id], now, self.lease)
+        except BulkmailError as exc:  # cannot tell: do not send; it goes back when we can
+            log.warning("cannot confirm the lease of delivery %s (%s); not sending it", row.id, exc)
+            self._give_back.append(row.id)
+            return False
+        if self.book.renewed([row.id], kept, now):
+            log.warning("delivery %s was claimed by another engine; not sending it", row.id)
+            self._drop([row.id])
+            return False
+        return True
+
+    def _drop(self, ids: list[int]) -> None:
+        """Forget rows another engine now holds (their results, if any, are still written)."""
+        for i in ids:
+            self.inflight.pop(i, None)
+        self._room.set()
 
     def _written(self, batch: list[Result]) -> None:
         for r in batch:
             self.inflight.pop(r.delivery_id, None)
+        self.book.forget(r.delivery_id for r in batch)
         self._room.set()
+        changes = streak_changes(batch)
+        if changes and self.settings.schedule.pause_after_failures:
+            task = asyncio.get_running_loop().create_task(self._count_failures(changes))
+            self._pausing.add(task)
+            task.add_done_callback(self._pausing.discard)
+
+    async def _count_failures(self, changes: dict[int, tuple[bool, int]]) -> None:
+        """Move the shared failure streaks; pause a campaign that reached the limit."""
+        try:
+            streaks = await self.in_db(control.count_failures, self.db, changes)
+        except BulkmailError as exc:  # counting is advisory: sending goes on
+            log.warning("could not count failures (%s)", exc)
+            return
+        limit = self.settings.schedule.pause_after_failures
+        for cid, streak in streaks.items():
+            if streak >= limit and cid in self.active:
+                # Stop now, not at the next monitor tick: lanes give back its waiting rows.
+                self.active = [c for c in self.active if c != cid]
+                await self._pause(cid, streak)
 
     # -- the monitor: campaigns, leases, give-backs -----------------------------------------
     async def _monitor(self, deadline: float | None) -> None:
@@ -398,6 +444,8 @@ class Engine:
         if deadline is not None and now >= deadline:
             self.stop()
         await self._heartbeat()
+        if now - self._reaped >= REAP_SECONDS:
+            await self._reap()
         await self._refresh_campaigns()
         if self._give_back:
             ids, self._give_back = self._give_back, []
@@ -409,9 +457,9 @@ class Engine:
             await self._rebalance(site, now)
 
     async def _heartbeat(self) -> None:
-        live = await self.in_db(
-            control.heartbeat, self.db, self.owner, time.time(), HEARTBEAT_WINDOW
-        )
+        at = time.time()
+        live = await self.in_db(control.heartbeat, self.db, self.owner, at, HEARTBEAT_WINDOW)
+        self.book.beat(at)
         if time.monotonic() - self._started < HEARTBEAT_WINDOW:
             live = max(live, self.peers_hint)  # siblings started with us may not have beaten yet
         self.live = live
@@ -433,17 +481,21 @@ class Engine:
             self._start_lanes(site)
         self._update_exclusions(site)
 
+    async def _reap(self) -> None:
+        """End the leases of dead engines now (``owners``): their rows come due at once."""
+        self._reaped = time.monotonic()
+        now = time.time()
+        holders, seen = await self.in_db(control.lease_holders, self.db, now)
+        dead = owners.dead_owners(holders, seen, me=self.owner, now=now)
+        if dead:
+            rows = await self.in_db(control.reclaim, self.db, sorted(dead), now)
+            log.info("reclaimed %d deliveries and the slots of %d dead engine(s)", rows, len(dead))
+
     async def _refresh_campaigns(self) -> None:
-        active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
-        for cid in set(active) - set(self.active):
-            self.failures[cid] = 0  # resumed: a fresh count
-        self.active = active
+        self.active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
 
     async def _pause(self, cid: int, count: int) -> None:
-        reason = (
-            f"paused after {count} consecutive connection or policy failures; "
-            "check the readiness report and the last replies, then resume"
-        )
+        reason = pause_reason(count)
         if await self.in_db(
             lambda: control.transition(
                 self.db, cid, PAUSED, time.time(), from_states=[RUNNING], reason=reason
@@ -452,16 +504,16 @@ class Engine:
             log.warning("campaign %s %s", cid, reason)
 
     async def _renew(self, now: float) -> None:
-        await self.in_db(
-            queries.renew, self.db, self.owner, list(self.inflight), time.time(), self.lease
-        )
-        kept = await self.in_db(
-            control.renew_slots, self.db, self.owner, time.time(), self.site_lease
-        )
+        """Renew rows and slots; rows another engine took meanwhile are dropped, not sent."""
+        ids, at = list(self.inflight), time.time()
+        rows = await self.in_db(queries.renew, self.db, self.owner, ids, at, self.lease)
+        if lost := [i for i in self.book.renewed(ids, rows, at) if i in self.inflight]:
+            log.warning("lost the leases of %d deliveries to another engine: dropped", len(lost))
+            self._drop(lost)
+        kept = await self.in_db(control.renew_slots, self.db, self.owner, at, self.site_lease)
         for site in self.sites.values():
-            lost = site.slots - kept
-            if lost:
-                log.warning("lost %d slot(s) of site %s to another process", len(lost), site.name)
+            if site.slots - kept:
+                log.warning("lost slot(s) of site %s to another process", site.name)
                 site.set_slots(site.slots & kept)
 
     async def _release(self, ids: list[int]) -> None:
@@ -480,48 +532,3 @@ class Engine:
                 None, queries.release, self.db, self.owner, list(self.inflight), time.time()
             )
         await loop.run_in_executor(None, control.forget_worker, self.db, self.owner)
-
-
-def tls_label(tls: TlsState | None) -> str | None:
-    """How a delivery's TLS is stored: None (no connection), "none", or "TLSv1.3 verified"."""
-    if tls is None:
-        return None
-    if not tls.used:
-        return "none"
-    return f"{tls.version or 'TLS'} {'verified' if tls.verified else 'unverified'}"
-
-
-def make_router(settings: Settings) -> MxResolver | RelayRouter:
-    """MX routing, or in relay mode one route to the smart host for every domain."""
-    if settings.sender.mode == "relay":
-        return RelayRouter(settings.relay.host, settings.relay.port)
-    return MxResolver(
-        settings.dns.nameservers,
-        settings.dns.port,
-        settings.dns.timeout,
-        static_routes=settings.routes,
-    )
-
-
-def transport_settings(settings: Settings) -> TransportSettings:
-    """The SMTP transport's settings from the config (the relay password from the environment)."""
-    t, r = settings.timeouts, settings.relay
-    relay = None
-    if settings.sender.mode == "relay":
-        relay = RelaySettings(
-            host=r.host,
-            port=r.port,
-            security=r.security,
-            username=r.username or None,
-            password=settings.relay_password() or None,
-            password_env=r.password_env,
-            ca_file=str(settings.path(r.ca_file)) if r.ca_file else None,
-        )
-    return TransportSettings(
-        helo=settings.sender.helo,
-        port=settings.sender.port,
-        tls=settings.sender.tls,
-        timeouts=t,
-        relay=relay,
-        ca_file=str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None,
-    )

@@ -14,10 +14,8 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +34,7 @@ from bulkmail.db.models import (
     SCHEDULED,
 )
 from bulkmail.delivery.engine import Engine
+from bulkmail.delivery.owners import owner_id
 from bulkmail.delivery.retry import parse_duration
 from bulkmail.errors import BulkmailError, InputError
 from bulkmail.scheduling import START, due_action
@@ -61,11 +60,6 @@ def _show(progress: Progress, db: Database, campaign_id: int) -> None:
         progress(lib.state_counts(db, campaign_id))
     except Exception:  # noqa: BLE001
         log.debug("progress display failed", exc_info=True)
-
-
-def owner_id() -> str:
-    """A lease owner name unique to this process: host, pid and a random part."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def start_campaign(db: Database, campaign_id: int, *, allow: tuple[str, ...]) -> bool:

@@ -113,3 +113,71 @@ def test_several_worker_processes_send_each_message_once(world: World, workers: 
     assert set(received) == set(people) and max(received.values()) == 1
     for server in world.servers.values():
         assert server.max_concurrent_sessions <= 4
+
+
+def test_kill_9_then_restart_resumes_at_once_with_the_default_leases(world: World) -> None:
+    # lease_seconds (300 s) and site_lease_seconds (30 s) as shipped: the restart must not
+    # wait for the dead process's leases (issue 11 §6: more than 4 minutes before).
+    world.configure("engine", flush_interval=0.1)
+    world.configure("limits.default", connections=4, messages_per_connection=50)
+    world.mx("a.test", (10, "127.0.0.2"), script=Script(delay=0.01))
+    world.mx("b.test", (10, "127.0.0.3"), script=Script(delay=0.01))
+    people = [f"u{i}@{'ab'[i % 2]}.test" for i in range(600)]
+    world.subscribers(people)
+    cid = world.campaign()
+    proc = start_send(world, cid)
+    wait_for_messages(world, 150, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    in_flight = {
+        r[0]
+        for r in world.sql(
+            "SELECT email FROM deliveries WHERE campaign_id = :c AND state = 'sending'", c=cid
+        )
+    }
+    assert in_flight  # killed mid-send: these rows are under the dead process's leases
+    time.sleep(0.3)  # let the servers finish what was already on the wire
+    restart = start_send(world, cid, "--json")
+    out, err = restart.communicate(timeout=60)  # a wait for the leases would take 300 s
+    assert restart.returncode == 0, err
+    assert '"state": "finished"' in out, out
+    received = collections.Counter(world.recipients_received())
+    assert set(received) == set(people)  # nobody lost
+    duplicates = {r for r, n in received.items() if n > 1}
+    assert duplicates <= in_flight, duplicates - in_flight  # only what was in flight
+    assert max(received.values()) <= 2
+    assert {d.state for d in world.states(cid).values()} == {"sent"}
+
+
+def test_a_stopped_sender_past_its_lease_drops_what_another_took(world: World) -> None:
+    # A sends one message, then waits 4 s for its rate; stopped meanwhile (SIGSTOP) past its
+    # 2 s lease, another send takes and delivers the rest. Resumed (SIGCONT), A must learn
+    # from its renewal and its pre-send check that the rows are no longer its own.
+    world.configure("engine", lease_seconds=2.0, site_lease_seconds=2.0, flush_interval=0.05)
+    world.configure("limits.default", connections=1, messages_per_connection=100, rate=0.25)
+    world.mx("a.test", (10, "127.0.0.2"))
+    people = [f"u{i}@a.test" for i in range(12)]
+    world.subscribers(people)
+    cid = world.campaign()
+    first = start_send(world, cid)
+    wait_for_messages(world, 1, first)
+    deadline = time.monotonic() + 2
+    while world.sql("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")[0][0] < 1:
+        assert time.monotonic() < deadline, "the first message was not recorded"
+        time.sleep(0.01)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        assert len(world.received()) == 1  # stopped in its rate pause, nothing on the wire
+        time.sleep(3.5)  # past its lease, well within the heartbeat window (it is alive)
+        world.configure("limits.default", rate=0)
+        report = world.send(cid, wait=True)  # a second sender takes the lapsed rows
+        assert report.state == "finished"
+        assert len(world.received()) == len(people)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    received = collections.Counter(world.recipients_received())
+    assert set(received) == set(people)
+    assert max(received.values()) == 1, [r for r, n in received.items() if n > 1]
+    assert world.sql("SELECT COUNT(*) FROM deliveries WHERE state <> 'sent'")[0][0] == 0
