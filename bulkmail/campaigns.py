@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from bulkmail.audience.addresses import InvalidAddress, normalize_address
 from bulkmail.audience.lists import find_list
 from bulkmail.compose.mime import CampaignInfo, Composer, ComposeSettings, Recipient
+from bulkmail.compose.render import template_reference
 from bulkmail.config import Settings
 from bulkmail.db import control
 from bulkmail.db.engine import Database, now
@@ -107,6 +108,7 @@ def create_campaign(
     if not name.strip():
         raise InputError("--name must not be empty")
     parse_from(from_header)
+    template = template_reference(template)  # ./tpl from here, found again by cron elsewhere
     scheduled_at = parse_when(at, settings.schedule.timezone) if at else None
     if reply_to:
         parse_from(reply_to)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bulkmail.db.engine import absolute_sqlite_url
 from bulkmail.errors import ConfigError
 
 DEFAULT_PATH = "bulkmail.toml"
@@ -344,9 +345,12 @@ def parse_settings(data: Mapping[str, Any], source: str, base_dir: Path = Path("
             known = ", ".join([*_SECTIONS, "limits", "routes"])
             raise ConfigError(f"{source}: [{name}]: unknown section (known: {known})")
     settings = Settings(**kwargs)
+    # A relative SQLite path in the file is relative to the file's folder, like its other
+    # paths; one in $BULKMAIL_DATABASE_URL is relative to the current folder.
     env_url = os.environ.get("BULKMAIL_DATABASE_URL")
-    if env_url:
-        settings = dataclasses.replace(settings, database=DatabaseSettings(url=env_url))
+    url = absolute_sqlite_url(env_url, Path.cwd()) if env_url else None
+    url = url or absolute_sqlite_url(settings.database.url, base_dir)
+    settings = dataclasses.replace(settings, database=DatabaseSettings(url=url))
     _validate(settings)
     return settings
 

@@ -29,10 +29,10 @@ import click
 from bulkmail.errors import InputError
 from bulkmail.peers.dns import DnsServer, Zone
 from bulkmail.peers.smtp import SmtpServer, free_port
+from bulkmail.resources import templates_dir
 from bulkmail.signing.keys import dns_txt_value, generate_private_key, load_private_key, split_txt
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "templates" / "sample" / "subscribers.csv"
+SAMPLE = templates_dir() / "sample" / "subscribers.csv"  # bundled: wheel or checkout
 MX_HOSTS = {
     "mx1.example.test": "127.0.0.2",
     "mx2.example.test": "127.0.0.3",

@@ -23,9 +23,9 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-import bulkmail
 from bulkmail.compose.text import html_template_to_text, html_to_text, tidy_text
 from bulkmail.errors import TemplateError
+from bulkmail.resources import templates_dir as bundled_resources_dir
 
 __all__ = [
     "CampaignInfo",
@@ -34,6 +34,7 @@ __all__ = [
     "TemplateSet",
     "bundled_templates_dir",
     "resolve_template_dir",
+    "template_reference",
 ]
 
 SUBJECT_NAME = "<campaign subject>"
@@ -97,24 +98,53 @@ class CampaignView:
 
 
 def bundled_templates_dir() -> Path:
-    """The repository's ``templates/`` directory."""
-    return Path(bulkmail.__file__).resolve().parent.parent / "templates"
+    """The bundled templates: package ``bulkmail.templates`` (the repository's ``templates/``)."""
+    return bundled_resources_dir()
+
+
+def _has_body(folder: Path) -> bool:
+    return (folder / "body.html").is_file() or (folder / "body.txt").is_file()
 
 
 def resolve_template_dir(template: str, templates_dir: Path | None = None) -> Path:
-    """The directory ``template`` names: a path, or a name under ``templates_dir`` / bundled."""
+    """The folder ``template`` names, looked for in this order:
+
+    1. ``template`` as a path (relative to the current folder): an existing folder wins, so
+       ``--template tpl`` uses ``./tpl/`` and never a bundled template of the same name;
+    2. a bare name under ``templates_dir`` (tests), then under the bundled templates.
+
+    Not found, the error names every place it looked in.
+    """
+    if not template.strip():
+        raise TemplateError("template name is empty: give a folder or a bundled name")
     path = Path(template).expanduser()
-    looks_like_path = path.is_absolute() or len(path.parts) > 1 or template.startswith(".")
-    candidates = [path] if looks_like_path else []
-    if not looks_like_path and template:
+    if path.is_dir():
+        if _has_body(path):
+            return path.resolve()
+        raise TemplateError(
+            f"template {template!r}: folder {path.resolve()} has no body.html or body.txt"
+        )
+    candidates = [path.absolute()]
+    if not (path.is_absolute() or len(path.parts) > 1 or template.startswith(".")):
         if templates_dir is not None:
             candidates.append(Path(templates_dir) / template)
         candidates.append(bundled_templates_dir() / template)
-    for candidate in candidates:
-        if (candidate / "body.html").is_file() or (candidate / "body.txt").is_file():
+    for candidate in candidates[1:]:
+        if _has_body(candidate):
             return candidate.resolve()
-    looked = ", ".join(str(c) for c in candidates) or "(empty name)"
-    raise TemplateError(f"template {template!r} not found (no body.html or body.txt in {looked})")
+    looked = ", ".join(str(c) for c in candidates)
+    raise TemplateError(
+        f"template {template!r} not found: no folder with body.html or body.txt at {looked}"
+    )
+
+
+def template_reference(template: str) -> str:
+    """What a campaign stores for ``template``: a bundled name as it is, anything else as its
+    absolute folder, so a send from cron or another folder finds the same template."""
+    folder = resolve_template_dir(template)
+    if folder == (bundled_templates_dir() / template).resolve():
+        return template
+    return str(folder)
 
 
 def _one_line(text: object) -> str:

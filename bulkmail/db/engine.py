@@ -2,25 +2,74 @@
 
 SQLite is tuned for one machine with several processes: WAL (readers never block the writer),
 a busy timeout (writers wait instead of failing), ``synchronous=NORMAL`` (safe with WAL).
-PostgreSQL needs nothing special. ``upgrade()`` runs the Alembic migrations in ``migrations/``,
-the only way the schema changes; it is idempotent, so ``bulkmail init`` can be run any time.
+PostgreSQL needs nothing special. ``upgrade()`` runs the Alembic migrations shipped as
+``bulkmail.migrations`` (the repository's ``migrations/``), the only way the schema changes;
+it is idempotent, so ``bulkmail init`` can be run any time.
+
+Only ``upgrade()`` (``bulkmail init``) creates a SQLite file, owner-only (0600: it holds
+subscribers' addresses; SQLite gives its -wal and -shm files the same mode). Every other
+command that finds no file stops with one line naming the path and ``bulkmail init``, instead
+of SQLite silently creating an empty database somewhere else. Only SQLite and PostgreSQL are
+supported; any other URL is one line, and no message ever shows a URL's password.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkmail.errors import DatabaseError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+SUPPORTED = "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+_PASSWORD_IN_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@'\"]*:)[^\s@/'\"]*@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced by ***."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+def _parse(url: str) -> URL:
+    """The parsed URL; plain ``postgresql://`` means psycopg 3, the driver bulkmail ships."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///PATH`` url names; None for memory, URI-style or other databases."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None  # make_engine says what is wrong with it
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
+        return None
+    if not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def absolute_sqlite_url(url: str, base_dir: Path) -> str:
+    """``url`` with a relative SQLite path made absolute against ``base_dir``.
+
+    A config file's relative paths are relative to its folder, so ``--config /etc/bulkmail.toml``
+    from cron finds the same database as an interactive run in ``/etc``.
+    """
+    path = sqlite_file(url)
+    if path is None or path.is_absolute():
+        return url
+    absolute = (base_dir / path).resolve()
+    return make_url(url).set(database=str(absolute)).render_as_string(hide_password=False)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -38,18 +87,43 @@ def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _require_file(path: Path):  # type: ignore[no-untyped-def]
+    """A ``do_connect`` hook: refuse to let SQLite create ``path`` (only ``upgrade`` may)."""
+
+    def check(_dialect, _record, _cargs, _cparams):  # type: ignore[no-untyped-def]
+        if not path.exists():
+            raise DatabaseError(
+                f"database {path.resolve()} does not exist: run 'bulkmail init' to create it"
+            )
+        return None  # let SQLAlchemy connect as usual
+
+    return check
+
+
 def make_engine(url: str) -> Engine:
     """An Engine for ``url`` (sqlite:///file or postgresql+psycopg://...)."""
     try:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
+        parsed = _parse(url)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            engine = create_engine(parsed, connect_args={"timeout": 30, "isolation_level": None})
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
+            path = sqlite_file(url)
+            if path is not None:
+                event.listen(engine, "do_connect", _require_file(path))
+        elif backend == "postgresql":
+            engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            raise DatabaseError(f"database url {describe(url)} is not supported: {SUPPORTED}")
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        raise DatabaseError(f"database url {url!r} is not usable: {exc}") from None
+        raise DatabaseError(
+            f"database url {describe(url)} is not usable: {redact(str(exc))} ({SUPPORTED})"
+        ) from None
+    except ImportError as exc:  # a dialect whose driver is not installed
+        raise DatabaseError(
+            f"database url {describe(url)} needs a driver that is not installed ({exc})"
+        ) from None
     return engine
 
 
@@ -58,11 +132,11 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 def describe(url: str) -> str:
-    """The url without its password, for messages."""
+    """The url without its password, for messages (also when it does not parse)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<bad url>"
+    except (ArgumentError, ValueError):
+        return redact(url)
 
 
 @contextlib.contextmanager
@@ -71,7 +145,7 @@ def db_errors(url: str) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        detail = redact(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
         if exc.connection_invalidated or "connect" in detail.lower() or "unable to open" in detail:
             raise DatabaseError(f"database {describe(url)} is unreachable: {detail}") from None
         if "no such table" in detail or "does not exist" in detail:
@@ -80,7 +154,7 @@ def db_errors(url: str) -> Iterator[None]:
             ) from None
         raise DatabaseError(f"database {describe(url)}: {detail}") from None
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"database {describe(url)}: {exc}") from None
+        raise DatabaseError(f"database {describe(url)}: {redact(str(exc))}") from None
 
 
 class Database:
@@ -113,17 +187,68 @@ class Database:
         self.engine.dispose()
 
 
+def create_sqlite_file(url: str) -> Path | None:
+    """Create the SQLite file ``url`` names, owner-only; the path if it was made here, else None.
+
+    0600 whatever the umask: the file holds subscribers' addresses. SQLite gives the -wal and
+    -shm files it makes later the mode of the database file.
+    """
+    path = sqlite_file(url)
+    if path is None or path.exists():
+        return None
+    if not path.parent.is_dir():
+        raise DatabaseError(f"database {path}: folder {path.parent} does not exist")
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return None  # another init made it a moment ago: theirs, not ours to remove
+    except OSError as exc:
+        raise DatabaseError(f"database {path}: cannot create: {exc.strerror}") from None
+    return path
+
+
+def _remove_sqlite_files(path: Path) -> None:
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            name.unlink()
+
+
 def upgrade(db: Database, revision: str = "head") -> str:
-    """Bring the schema to ``revision`` with Alembic; returns the revision now current."""
+    """Bring the schema to ``revision`` with Alembic; returns the revision now current.
+
+    Creates a missing SQLite file (see ``create_sqlite_file``); if the upgrade then fails, the
+    file is removed again, so a failed ``init`` leaves no empty database behind.
+    """
+    created = create_sqlite_file(db.url)
+    try:
+        return _migrate(db, revision)
+    except BaseException:
+        if created is not None:
+            db.dispose()
+            _remove_sqlite_files(created)
+        raise
+
+
+def _migrate(db: Database, revision: str) -> str:
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
+    from alembic.util import CommandError
+
+    from bulkmail.resources import migrations_dir
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     with db_errors(db.url), db.engine.connect() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        try:
+            command.upgrade(cfg, revision)
+        except (CommandError, DBAPIError) as exc:  # an unknown revision, a failing statement
+            orig = getattr(exc, "orig", None) or exc
+            detail = " ".join(str(orig).split())
+            raise DatabaseError(
+                f"database {describe(db.url)}: schema upgrade failed: {redact(detail)}"
+            ) from None
         conn.commit()
         current = MigrationContext.configure(conn).get_current_revision()
     return current or ""

@@ -221,6 +221,7 @@ def test_database_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_database_not_initialised(tmp_path: Path) -> None:
     config = tmp_path / "bulkmail.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "empty.db"}"\n')
+    (tmp_path / "empty.db").touch()  # a file, but no schema (a missing file: test_database_files)
     result = CliRunner().invoke(cli, ["--config", str(config), "lists", "list"])
     one_line_error(result, "not initialised", "bulkmail init")
 

@@ -76,7 +76,7 @@ def test_per_domain_limits_inherit_the_default(tmp_path: Path) -> None:
 def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BULKMAIL_CONFIG", raising=False)
-    assert load_settings().database.url == "sqlite:///bulkmail.db"
+    assert load_settings().database.url == f"sqlite:///{tmp_path.resolve() / 'bulkmail.db'}"
 
 
 def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
@@ -88,7 +88,9 @@ def test_database_url_from_the_environment_wins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BULKMAIL_DATABASE_URL", "sqlite:///other.db")
-    assert load_settings(write(tmp_path, FULL)).database.url == "sqlite:///other.db"
+    monkeypatch.chdir(tmp_path)  # a relative path there is relative to the current folder
+    expected = f"sqlite:///{tmp_path.resolve() / 'other.db'}"
+    assert load_settings(write(tmp_path, FULL)).database.url == expected
 
 
 def test_config_from_bulkmail_config_variable(
