@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite talks to, on a fresh Debian machine (run as root):
 # Postfix's smtp-sink/smtp-source, Perl Mail::DKIM (the independent DKIM verifier), Dovecot
-# (IMAP/POP3 bounce mailbox), Chromium (renders the HTML report), and PostgreSQL started if
+# (IMAP/POP3 bounce mailbox), Chromium (renders the HTML report), SpamAssassin (scores the
+# bundled template with its local rules; never sa-update), and PostgreSQL started if
 # it is installed but not running.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
-for pkg in postfix libmail-dkim-perl dovecot-imapd dovecot-pop3d chromium; do
+for pkg in postfix libmail-dkim-perl dovecot-imapd dovecot-pop3d chromium spamassassin; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
