@@ -7,8 +7,11 @@ are stored in their delivery form (``normalize_address``) and matched by their k
 stops ``user20@good.test`` at enqueue and at the claim-time check.
 
 Reading is by keyset (``id > after``), never OFFSET, so listing or exporting a million entries
-streams in constant memory. Importing writes one transaction per batch and reports every
-rejected line with its number.
+streams in constant memory. Importing checks every line before the database sees it (address,
+control characters, the model's length limits: ``csvfile``), reports each rejected line with
+its number as it finds it (keeping only the first few in memory), and writes the rest in one
+transaction: a file is imported whole or not at all, on SQLite and PostgreSQL alike. The
+delimiter (``,`` ``;`` tab ``|``) is the one that makes the first line an address or a header.
 """
 
 from __future__ import annotations
@@ -17,15 +20,24 @@ import contextlib
 import csv
 import io
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from sqlalchemy import CursorResult, Table, delete, select
+from sqlalchemy.orm import Session
 
 from bulkmail.audience.addresses import Address, InvalidAddress, normalize_address
+from bulkmail.audience.csvfile import (
+    DELIMITER_NAMES,
+    Rejections,
+    cell_problem,
+    column_limit,
+    pick_delimiter,
+    shown,
+)
 from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
 from bulkmail.db.models import Suppression
@@ -47,6 +59,8 @@ __all__ = [
 PAGE = 1000
 BATCH = 1000
 MAX_REASON = 1000
+EMAIL_LIMIT = column_limit(Suppression.__table__.c.email)
+SOURCE_LIMIT = column_limit(Suppression.__table__.c.source)
 EXPORT_COLUMNS = ("email", "reason", "source", "created_at")
 
 
@@ -78,12 +92,22 @@ class Rejection:
 class ImportResult:
     added: int = 0
     existing: int = 0  # already suppressed (or repeated in the file): left as they were
-    rejected: list[Rejection] = field(default_factory=list)
+    rejections: Rejections[Rejection] = field(default_factory=Rejections)
+
+    @property
+    def rejected(self) -> list[Rejection]:
+        """The first rejected lines (``csvfile.EXAMPLES``); ``rejected_count`` counts all."""
+        return self.rejections.examples
+
+    @property
+    def rejected_count(self) -> int:
+        return self.rejections.count
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "added": self.added,
             "existing": self.existing,
+            "rejected_count": self.rejected_count,
             "rejected": [r.__dict__ for r in self.rejected],
         }
 
@@ -125,13 +149,17 @@ def iter_suppressions(
 
 def _insert(db: Database, rows: list[dict[str, Any]]) -> int:
     """Insert rows, keeping entries that exist; returns how many were new."""
+    with db.session() as s:
+        return _insert_rows(s, rows)
+
+
+def _insert_rows(s: Session, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
-    with db.session() as s:
-        table = cast(Table, Suppression.__table__)
-        stmt = insert_for(s.get_bind().dialect.name, table).values(rows)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["email_key"])
-        return len(s.execute(stmt.returning(table.c.email)).all())
+    table = cast(Table, Suppression.__table__)
+    stmt = insert_for(s.get_bind().dialect.name, table).values(rows)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["email_key"])
+    return len(s.execute(stmt.returning(table.c.email)).all())
 
 
 def add_suppression(
@@ -139,6 +167,7 @@ def add_suppression(
 ) -> bool:
     """Suppress ``email`` (normalised first); False if it was suppressed already (kept as is)."""
     address = _address(email)
+    _check_options(reason, source)
     stamp = clock() if now is None else now
     return (
         _insert(
@@ -148,13 +177,21 @@ def add_suppression(
                     "email": address.email,
                     "email_key": address.key,
                     "reason": reason[:MAX_REASON],
-                    "source": source[:50],
+                    "source": source,
                     "created_at": stamp,
                 }
             ],
         )
         == 1
     )
+
+
+def _check_options(reason: str, source: str) -> None:
+    """A reason or source given on the command line, checked as a file's cells are."""
+    for option, value, limit in (("--reason", reason, None), ("--source", source, SOURCE_LIMIT)):
+        problem = cell_problem(option, value, limit)
+        if problem:
+            raise InputError(problem)
 
 
 def remove_suppression(db: Database, email: str) -> bool:
@@ -175,9 +212,9 @@ def _open(path: Path | str) -> TextIO:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _check(fh: TextIO, where: str) -> None:
+def _check(fh: TextIO, where: str, delimiter: str) -> None:
     """Pass 1: the whole text decodes as UTF-8 and parses as CSV, before anything is written."""
-    reader = csv.reader(fh, strict=True)
+    reader = csv.reader(fh, delimiter=delimiter, strict=True)
     try:
         for _ in reader:
             pass
@@ -186,34 +223,79 @@ def _check(fh: TextIO, where: str) -> None:
             f"{where}: not UTF-8 text (near line {reader.line_num + 1}); save it as UTF-8 CSV"
         ) from None
     except csv.Error as exc:
-        raise InputError(f"{where}: line {reader.line_num}: not valid CSV: {exc}") from None
+        sep = DELIMITER_NAMES[delimiter]
+        raise InputError(
+            f"{where}: line {reader.line_num}: not valid CSV ({sep}-separated): {exc}"
+        ) from None
+
+
+def _fits(cells: list[str]) -> bool:
+    """A first line read right: a header naming ``email``, or an address in the first cell."""
+    if not cells:
+        return False
+    if "email" in (c.strip().lower() for c in cells):
+        return True
+    try:
+        normalize_address(cells[0])
+    except InvalidAddress:
+        return False
+    return True
+
+
+def _delimiter(fh: TextIO, where: str) -> str:
+    """The delimiter of the file (comma unless another makes the first line read right)."""
+    try:
+        for line in fh:
+            if line.strip():
+                fh.seek(0)
+                return pick_delimiter(line, _fits) or ","
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not UTF-8 text (near line 1); save it as UTF-8 CSV") from None
+    fh.seek(0)
+    return ","
 
 
 @contextlib.contextmanager
-def _checked_text(path: Path | str) -> Iterator[TextIO]:
-    """The file (``-``: standard input, read whole), checked by pass 1, ready for pass 2."""
+def _checked_text(path: Path | str) -> Iterator[tuple[TextIO, str]]:
+    """The file (``-``: standard input, read whole) and its delimiter, checked by pass 1,
+    ready for pass 2."""
     if str(path) == "-":
         try:
             text = sys.stdin.buffer.read().decode("utf-8-sig")
         except UnicodeDecodeError:
             raise InputError("<stdin>: not UTF-8 text; save it as UTF-8 CSV") from None
-        _check(io.StringIO(text, newline=""), "<stdin>")
-        yield io.StringIO(text, newline="")
+        delimiter = _delimiter(io.StringIO(text, newline=""), "<stdin>")
+        _check(io.StringIO(text, newline=""), "<stdin>", delimiter)
+        yield io.StringIO(text, newline=""), delimiter
         return
     with _open(path) as fh:
-        _check(fh, str(path))
+        delimiter = _delimiter(fh, str(path))
+        _check(fh, str(path), delimiter)
     with _open(path) as fh:
-        yield fh
+        yield fh, delimiter
+
+
+def _problem(raw: str, why: str, src: str) -> str:
+    """Why a line cannot be stored as it is ("" when it can): what the database would refuse
+    (PostgreSQL) or store wrongly (SQLite)."""
+    return (
+        cell_problem("email", raw, EMAIL_LIMIT)
+        or cell_problem("reason", why, None)
+        or cell_problem("source", src, SOURCE_LIMIT)
+        or ""
+    )
 
 
 def _rows(
-    lines: Iterable[str], reason: str, source: str, result: ImportResult
+    lines: Iterable[str], delimiter: str, reason: str, source: str, result: ImportResult
 ) -> Iterator[tuple[Address, str, str]]:
-    """(email, reason, source) per usable line; rejected lines go into ``result``."""
-    reader = csv.reader(lines)  # pass 1 found no decoding or CSV errors
+    """(address, reason, source) per usable line; rejected lines go to ``result.rejections``."""
+    reader = csv.reader(lines, delimiter=delimiter)  # pass 1 found no decoding or CSV errors
     columns: dict[str, int] = {"email": 0, "reason": 1}
     first = True
+    end = 0
     for row in reader:
+        line, end = end + 1, reader.line_num  # a quoted value may span lines: its first
         if not any(cell.strip() for cell in row):
             continue
         if first and "email" in (names := [c.strip().lower() for c in row]):
@@ -221,16 +303,19 @@ def _rows(
             first = False
             continue
         first = False
+        raw = _cell(row, columns["email"])
+        why = _cell(row, columns.get("reason")) or reason
+        src = _cell(row, columns.get("source")) or source
+        problem = _problem(raw, why, src)
         try:
-            address = normalize_address(_cell(row, columns["email"]))
+            if problem:
+                raise InvalidAddress(problem)
+            address = normalize_address(raw)
         except InvalidAddress as exc:
-            result.rejected.append(Rejection(reader.line_num, ",".join(row)[:200], str(exc)))
+            text = shown(delimiter.join(row))
+            result.rejections.add(Rejection(line, text, str(exc)))
             continue
-        yield (
-            address,
-            _cell(row, columns.get("reason")) or reason,
-            _cell(row, columns.get("source")) or source,
-        )
+        yield address, why, src
 
 
 def _cell(row: list[str], index: int | None) -> str:
@@ -244,19 +329,22 @@ def import_csv(
     source: str = "import",
     now: float | None = None,
     batch: int = BATCH,
+    on_reject: Callable[[Rejection], None] | None = None,
 ) -> ImportResult:
     """Suppress every address of a CSV file (``email[,reason]``, or a header naming columns
     email, reason, source as ``export_csv`` writes them); ``-`` reads standard input.
 
     ``reason`` and ``source`` apply where the file gives none. A file that is not UTF-8 CSV
-    changes nothing; existing entries are kept as they are. Each batch is its own
-    transaction, so re-running an interrupted import is safe.
+    changes nothing; existing entries are kept as they are. The file is written in one
+    transaction (batches of ``batch`` rows): a failure part-way leaves nothing of it behind.
+    ``on_reject`` receives every rejected line as it is found.
     """
+    _check_options(reason, source)
     stamp = clock() if now is None else now
-    result = ImportResult()
+    result = ImportResult(rejections=Rejections(on_reject))
     pending: dict[str, dict[str, Any]] = {}
-    with _checked_text(path) as fh:
-        for address, why, src in _rows(fh, reason, source, result):
+    with _checked_text(path) as (fh, delimiter), db.session() as s:
+        for address, why, src in _rows(fh, delimiter, reason, source, result):
             if address.key in pending:
                 result.existing += 1
                 continue
@@ -264,17 +352,17 @@ def import_csv(
                 "email": address.email,
                 "email_key": address.key,
                 "reason": why[:MAX_REASON],
-                "source": src[:50],
+                "source": src,
                 "created_at": stamp,
             }
             if len(pending) >= batch:
-                _flush(db, pending, result)
-        _flush(db, pending, result)
+                _flush(s, pending, result)
+        _flush(s, pending, result)
     return result
 
 
-def _flush(db: Database, pending: dict[str, dict[str, Any]], result: ImportResult) -> None:
-    added = _insert(db, list(pending.values()))
+def _flush(s: Session, pending: dict[str, dict[str, Any]], result: ImportResult) -> None:
+    added = _insert_rows(s, list(pending.values()))
     result.added += added
     result.existing += len(pending) - added
     pending.clear()

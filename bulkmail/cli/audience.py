@@ -10,6 +10,7 @@ from bulkmail.audience.importer import import_csv
 from bulkmail.audience.lists import all_lists, create_list
 from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option
+from bulkmail.cli.rejects import RejectReport
 
 
 @click.group()
@@ -74,17 +75,12 @@ def subscribers_import(app: App, list_name: str, file: Path, as_json: bool) -> N
     Example:
       bulkmail subscribers import --list news people.csv --json
     """
-    result = import_csv(app.ready_db(), list_name, file)
-    if as_json:
-        echo_json(result.as_dict())
-        return
-    click.echo(
-        f"imported {result.imported}, updated {result.updated}, rejected {len(result.rejected)}"
+    report = RejectReport(as_json, lambda r: f"line {r.line}: {r.email!r}: {r.reason}")
+    result = import_csv(app.ready_db(), list_name, file, on_reject=report)
+    report.finish(
+        {"imported": result.imported, "updated": result.updated},
+        f"imported {result.imported}, updated {result.updated}, rejected {result.rejected_count}",
     )
-    for r in result.rejected[:50]:
-        click.echo(f"  line {r.line}: {r.email!r}: {r.reason}", err=True)
-    if len(result.rejected) > 50:
-        click.echo(f"  ... and {len(result.rejected) - 50} more (use --json for all)", err=True)
 
 
 COMMANDS = [lists, subscribers]

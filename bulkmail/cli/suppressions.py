@@ -11,6 +11,7 @@ import click
 from bulkmail.audience import suppressions as lib
 from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option
+from bulkmail.cli.rejects import RejectReport
 from bulkmail.reports.terminal import printable
 
 source_option = click.option(
@@ -131,16 +132,13 @@ def import_(app: App, file: str, reason: str, source: str, as_json: bool) -> Non
     Example:
       bulkmail suppressions import --reason "old list cleanup" blocked.csv --json
     """
-    result = lib.import_csv(app.ready_db(), file, reason, source)
-    if as_json:
-        echo_json(result.as_dict())
-        return
-    click.echo(
+    report = RejectReport(as_json, lambda r: f"line {r.line}: {r.reason}: {r.text}")
+    result = lib.import_csv(app.ready_db(), file, reason, source, on_reject=report)
+    report.finish(
+        {"added": result.added, "existing": result.existing},
         f"{result.added} added, {result.existing} already suppressed, "
-        f"{len(result.rejected)} rejected"
+        f"{result.rejected_count} rejected",
     )
-    for r in result.rejected:
-        click.echo(f"  line {r.line}: {r.reason}: {r.text}", err=True)
 
 
 @suppressions.command("export")

@@ -58,6 +58,7 @@ def test_a_full_session_of_commands(run, tmp_path: Path, db_url: str) -> None:  
     assert json.loads(imported.output) == {
         "imported": 2,
         "updated": 0,
+        "rejected_count": 1,
         "rejected": [
             {
                 "line": 4,

@@ -1,0 +1,60 @@
+"""The report of an import's rejected rows, written as the rows are found.
+
+A file of a million bad rows must not hold a million rejections in memory (it took 291 MB),
+so the importers hand each rejection to a :class:`RejectReport` as they find it:
+- ``--json``: one JSON document, streamed: ``{"rejected": [...every row...], "imported": ...,
+  "rejected_count": ...}`` (the counts come last, when they are known);
+- text: the first ``SHOW`` rejections to stderr, then how many more there were.
+Values come from strangers' files: control characters are shown escaped, never sent raw to
+the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import click
+
+SHOW = 50
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value: str) -> str:
+    """``value`` with control characters escaped (``\\x1b``), safe to print to a terminal."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], value)
+
+
+class RejectReport:
+    """Receives rejections (``__call__``) and writes them; ``finish`` writes the summary."""
+
+    def __init__(self, as_json: bool, line: Callable[[Any], str], show: int = SHOW) -> None:
+        self.as_json = as_json
+        self.line = line
+        self.show = show
+        self.count = 0
+        self.out: TextIO = click.get_text_stream("stdout")
+        if as_json:
+            self.out.write('{"rejected": [')
+
+    def __call__(self, rejection: Any) -> None:
+        if self.as_json:
+            item = json.dumps(rejection.__dict__, ensure_ascii=False)
+            self.out.write(("," if self.count else "") + "\n" + item)
+        elif self.count < self.show:
+            click.echo("  " + printable(self.line(rejection)), err=True)
+        self.count += 1
+
+    def finish(self, summary: dict[str, Any], text: str) -> None:
+        """End the report: the rest of the JSON document, or ``text`` and what was not shown."""
+        if self.as_json:
+            rest = json.dumps({**summary, "rejected_count": self.count}, ensure_ascii=False)
+            self.out.write(("\n" if self.count else "") + "], " + rest[1:] + "\n")
+            self.out.flush()
+            return
+        click.echo(text)
+        if self.count > self.show:
+            click.echo(f"  ... and {self.count - self.show} more (use --json for all)", err=True)
