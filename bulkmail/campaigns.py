@@ -1,8 +1,8 @@
 """Campaigns: create, find, count, and the bridge from a stored campaign to its Composer.
 
 A campaign is checked when it is created: its list exists, its From parses, and its template
-renders against a sample subscriber, so a broken template fails here, not halfway through
-a send.
+renders for the list's members (one per distinct set of attribute keys, see
+``template_check``), so a broken template fails here, not halfway through a send.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from bulkmail.db.models import (
 )
 from bulkmail.errors import InputError, NotFoundError
 from bulkmail.scheduling import parse_when
+from bulkmail.template_check import check_against_members
 
 _CHECK_SECRET = b"template-check-only"
 
@@ -125,7 +126,7 @@ def create_campaign(
     composer = Composer(
         campaign_info(draft, lst.name), compose_settings(settings, from_header, _CHECK_SECRET)
     )
-    composer.check()
+    check_against_members(db, composer, lst.id, lst.name)
     stamp = now()
     with db.session() as s:
         c = Campaign(

@@ -2,9 +2,9 @@
 
 A template is a directory with ``body.html`` and/or ``body.txt`` and optionally
 ``subject.txt``; a bare name finds a bundled one under the repository's ``templates/``.
-``body.html`` is autoescaped; text and subject are not. Undefined variables are errors
-(StrictUndefined), and every Jinja2 failure leaves here as a one-line
-:class:`~bulkmail.errors.TemplateError` naming the file and line.
+``body.html`` is autoescaped; text and subject are not. Templates run sandboxed, undefined
+variables are errors, and every Jinja2 failure leaves here as a one-line
+:class:`~bulkmail.errors.TemplateError` naming the file and line (see ``environment.py``).
 
 Templates see ``subscriber`` (``.email``, ``.name``, ``.attributes``; an attribute also
 reads as ``subscriber.city``), ``campaign`` (``.id``, ``.name``, ``.subject``,
@@ -14,7 +14,6 @@ line holding only a ``{% ... %}`` tag leaves no blank line in a text body.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,12 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from bulkmail.compose.environment import (
+    VIEW_FIELDS,
+    Attributes,
+    make_environment,
+    template_error,
+)
 from bulkmail.compose.text import html_template_to_text, html_to_text, tidy_text
 from bulkmail.errors import TemplateError
 from bulkmail.resources import templates_dir as bundled_resources_dir
@@ -37,7 +42,8 @@ __all__ = [
     "template_reference",
 ]
 
-SUBJECT_NAME = "<campaign subject>"
+SUBJECT_NAME = "<campaign subject>"  # compiled names; errors show them as in _names()
+SUBJECT_FILE_NAME = "<subject.txt>"
 TEXT_FROM_HTML_NAME = "<body.html as text>"
 
 
@@ -76,12 +82,13 @@ class SubscriberView:
     """``subscriber`` in templates; unknown names fall back to the attributes mapping."""
 
     __slots__ = ("email", "name", "attributes", "id")
+    template_name = "subscriber"  # how errors name it (environment.UndefinedVariable)
 
     def __init__(self, recipient: Recipient) -> None:
         self.id = recipient.subscriber_id
         self.email = recipient.email
         self.name = recipient.name
-        self.attributes = recipient.attributes
+        self.attributes = Attributes(recipient.attributes)
 
     def __getitem__(self, key: str) -> Any:
         return self.attributes[key]
@@ -91,10 +98,16 @@ class SubscriberView:
 class CampaignView:
     """``campaign`` in templates."""
 
+    template_name = "campaign"
+
     id: int
     name: str
     subject: str
     list_name: str
+
+
+VIEW_FIELDS[SubscriberView] = frozenset(SubscriberView.__slots__)
+VIEW_FIELDS[CampaignView] = frozenset(("id", "name", "subject", "list_name"))
 
 
 def bundled_templates_dir() -> Path:
@@ -147,25 +160,6 @@ def template_reference(template: str) -> str:
     return str(folder)
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def template_error(exc: BaseException, known: set[str]) -> TemplateError:
-    """A one-line TemplateError for ``exc``, naming the template file and line if known."""
-    if isinstance(exc, jinja2.TemplateSyntaxError):
-        where = f"{exc.filename or exc.name or '?'}:{exc.lineno}"
-        return TemplateError(f"template error at {where}: {_one_line(exc.message or exc)}")
-    where = ""
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename in known:
-            where = f" at {frame.filename}:{frame.lineno}"
-    if isinstance(exc, jinja2.TemplateNotFound):
-        return TemplateError(f"template error{where}: template not found: {exc.name}")
-    kind = "" if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: "
-    return TemplateError(f"template error{where}: {kind}{_one_line(str(exc))}")
-
-
 def _markup_to_text(value: Any) -> Any:
     return html_to_text(value) if isinstance(value, Markup) else value
 
@@ -176,21 +170,23 @@ class TemplateSet:
     def __init__(self, campaign: CampaignInfo, templates_dir: Path | None = None) -> None:
         self.directory = resolve_template_dir(campaign.template, templates_dir)
         self._campaign = campaign
-        options: dict[str, Any] = dict(
-            loader=jinja2.FileSystemLoader(self.directory),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
-        self._html_env = jinja2.Environment(autoescape=True, **options)
-        self._text_env = jinja2.Environment(autoescape=False, **options)
-        self._known = {str(self.directory / n) for n in ("body.html", "body.txt", "subject.txt")}
-        self._known |= {SUBJECT_NAME, TEXT_FROM_HTML_NAME}
+        loader = jinja2.FileSystemLoader(self.directory)
+        self._html_env = make_environment(loader, autoescape=True)
+        self._text_env = make_environment(loader, autoescape=False)
+        self._known = self._names()
         try:
             self._compile()
         except (jinja2.TemplateError, OSError, UnicodeError) as exc:
             raise template_error(exc, self._known) from None
+
+    def _names(self) -> dict[str, str]:
+        """Compiled file name -> the name an error shows (the template as the user gave it)."""
+        shown = Path(self._campaign.template)
+        names = {str(self.directory / n): str(shown / n) for n in ("body.html", "body.txt")}
+        names[SUBJECT_NAME] = "campaign subject"
+        names[SUBJECT_FILE_NAME] = str(shown / "subject.txt")
+        names[TEXT_FROM_HTML_NAME] = f"{shown / 'body.html'} (as text)"
+        return names
 
     def _exists(self, name: str) -> bool:
         return (self.directory / name).is_file()
@@ -204,15 +200,16 @@ class TemplateSet:
         elif self.html is not None:
             self.text = self._convert_html_template()
             self._text_is_converted = self.text is not None
-        subject = self._campaign.subject
+        subject, subject_name = self._campaign.subject, SUBJECT_NAME
         if not subject.strip() and self._exists("subject.txt"):
             subject = (self.directory / "subject.txt").read_text(encoding="utf-8").strip()
+            subject_name = SUBJECT_FILE_NAME
         if not subject.strip():
             raise TemplateError(
                 f"campaign {self._campaign.name!r} has no subject and "
                 f"{self.directory / 'subject.txt'} does not exist or is empty"
             )
-        self.subject = self._from_string(self._text_env, subject, SUBJECT_NAME)
+        self.subject = self._from_string(self._text_env, subject, subject_name)
 
     @staticmethod
     def _from_string(env: jinja2.Environment, source: str, name: str) -> jinja2.Template:
