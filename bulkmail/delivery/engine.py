@@ -218,7 +218,7 @@ class Engine:
         for row in rows:
             route = routes[row.domain]
             if route.reply is not None:
-                self._record(self._decide(row, route.reply, None, None))
+                self.recorder.add(self._decide(row, route.reply, None, None))
                 continue
             site = self._site(route)
             if not site.slots and not site.may_ask(time.monotonic()):
@@ -324,12 +324,12 @@ class Engine:
         """Send one claimed delivery; returns the session to keep using (or None)."""
         if site.down_until > time.monotonic() and site.down_reply is not None:
             # No new attempt, but a site failure all the same: it counts towards auto-pause.
-            self._record(self._decide(row, site.down_reply, None, None))
+            self.recorder.add(self._decide(row, site.down_reply, None, None))
             return session
         try:
             message = self.factory.build(row)
         except BulkmailError as exc:
-            self._record(failed(row, str(exc)))
+            self.recorder.add(failed(row, str(exc)))
             return session
         if session is not None and (
             not session.alive() or session.messages_sent >= site.limits.messages_per_connection
@@ -341,7 +341,7 @@ class Engine:
             if isinstance(opened, Outcome):
                 site.down_until = time.monotonic() + SITE_DOWN_SECONDS
                 site.down_reply = opened.reply
-                self._record(self._decide(row, opened.reply, opened.mx_host, opened.tls))
+                self.recorder.add(self._decide(row, opened.reply, opened.mx_host, opened.tls))
                 return None
             session = opened
             site.down_until, site.down_reply = 0.0, None
@@ -353,7 +353,7 @@ class Engine:
         outcome = await session.send(
             message.envelope_from, message.recipient, message.data, smtputf8=message.smtputf8
         )
-        self._record(
+        self.recorder.add(
             self._decide(
                 row, outcome.reply, outcome.mx_host or session.mx_host, outcome.tls or session.tls
             )
@@ -372,9 +372,6 @@ class Engine:
             policy=self.policy,
             rng=self.rng,
         )
-
-    def _record(self, result: Result) -> None:
-        self.recorder.add(result)
 
     async def _still_ours(self, row: Claimed) -> bool:
         """Right before sending: is the row still ours? Asks the database only when the
@@ -397,16 +394,15 @@ class Engine:
         return True
 
     def _drop(self, ids: list[int]) -> None:
-        """Forget rows another engine now holds (their results, if any, are still written)."""
+        """Forget rows: written, given back, or now another engine's (a result we still
+        hold for one of those is written all the same)."""
         for i in ids:
             self.inflight.pop(i, None)
+        self.book.forget(ids)
         self._room.set()
 
     def _written(self, batch: list[Result]) -> None:
-        for r in batch:
-            self.inflight.pop(r.delivery_id, None)
-        self.book.forget(r.delivery_id for r in batch)
-        self._room.set()
+        self._drop([r.delivery_id for r in batch])
         changes = streak_changes(batch)
         if changes and self.settings.schedule.pause_after_failures:
             task = asyncio.get_running_loop().create_task(self._count_failures(changes))
@@ -518,9 +514,7 @@ class Engine:
 
     async def _release(self, ids: list[int]) -> None:
         await self.in_db(queries.release, self.db, self.owner, ids, time.time())
-        for i in ids:
-            self.inflight.pop(i, None)
-        self._room.set()
+        self._drop(ids)
 
     async def _give_everything_back(self) -> None:
         """Rows claimed but never attempted, and the sites we hold, go back to the fleet."""
