@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite talks to, on a fresh Debian machine (run as root):
-# Postfix's smtp-sink/smtp-source, Perl Mail::DKIM (the independent DKIM verifier), Dovecot
-# (IMAP/POP3 bounce mailbox), Chromium (renders the HTML report), SpamAssassin (scores the
-# bundled template with its local rules; never sa-update), and PostgreSQL started if
-# it is installed but not running.
+# Postfix's smtp-sink/smtp-source, Perl Mail::DKIM and npm mailauth (the independent DKIM
+# verifiers; mailauth for Ed25519), Dovecot (IMAP/POP3 bounce mailbox), Chromium (renders
+# the HTML report), SpamAssassin (scores the bundled template with its local rules; never
+# sa-update), and PostgreSQL started if it is installed but not running.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -17,6 +17,20 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -q
   apt-get install -y -q "${need[@]}"
+fi
+
+# mailauth (npm): the independent verifier of Ed25519 DKIM signatures (RFC 8463), which
+# Debian's Mail::DKIM 1.20230212 does not implement. Version pinned: engines node >= 18.
+mailauth_dir="${BULKMAIL_MAILAUTH_DIR:-/opt/bulkmail-test-peers/mailauth}"
+if [ ! -f "$mailauth_dir/node_modules/mailauth/package.json" ]; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "installing: nodejs npm"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+  fi
+  echo "installing: mailauth (npm) in $mailauth_dir"
+  mkdir -p "$mailauth_dir"
+  npm install --prefix "$mailauth_dir" --no-audit --no-fund --silent mailauth@4.9.5
 fi
 
 # PostgreSQL: the multi-worker tests run against the server at 127.0.0.1:5432 as the

@@ -28,11 +28,16 @@ from click.testing import CliRunner
 from bulkmail.cli.main import cli
 from tests.integration.test_reports import send_known_campaign
 from tests.integration.world import World
+from tests.tools import require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian package 'chromium' is not installed"
-)
+
+
+@pytest.fixture
+def needs_chromium() -> None:
+    """Skip without Chromium on a laptop; fail in CI (tests/tools.py)."""
+    require(CHROMIUM is not None, "Chromium (Debian package chromium)")
+
 
 FLAGS = (
     "--headless",
@@ -190,7 +195,7 @@ CHART_PROBES = {
 }
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 def test_the_checker_sees_console_errors_and_fetches(tmp_path: Path) -> None:
     """The browser check can fail: a page that logs an error, throws and fetches is caught."""
     page = tmp_path / "bad.html"
@@ -205,7 +210,7 @@ def test_the_checker_sees_console_errors_and_fetches(tmp_path: Path) -> None:
     assert "http://127.0.0.1:9/x.png" in visit.requests
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_html_report_renders_its_charts_in_chromium_without_errors(world: World) -> None:
     cid = send_known_campaign(world)

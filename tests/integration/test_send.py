@@ -9,6 +9,7 @@ import pytest
 
 from bulkmail.peers.smtp import Script
 from tests.integration.world import SENDING_DOMAIN, World
+from tests.tools import require
 
 
 def addresses(domain: str, n: int) -> list[str]:
@@ -322,7 +323,7 @@ def test_delivered_messages_verify_with_mail_dkim(world: World) -> None:
         shutil.which("perl") is None
         or subprocess.run(["perl", "-MMail::DKIM::Verifier", "-e1"], capture_output=True).returncode
     ):
-        pytest.skip("Perl Mail::DKIM is not installed (scripts/install-test-peers.sh)")
+        require(False, "Perl Mail::DKIM (libmail-dkim-perl)")
     world.mx("a.test", (10, "127.0.0.2"))
     world.subscribers(addresses("a.test", 5))
     world.send(world.campaign())
