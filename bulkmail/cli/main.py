@@ -27,7 +27,12 @@ class App:
 
     @cached_property
     def settings(self) -> Settings:
-        return load_settings(self.config_path)
+        from bulkmail.cli.notices import config_notices
+
+        settings = load_settings(self.config_path)
+        for notice in config_notices(settings):
+            click.echo(f"bulkmail: warning: {notice}", err=True)
+        return settings
 
     @cached_property
     def db(self) -> Database:
