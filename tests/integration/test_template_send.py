@@ -1,0 +1,52 @@
+"""A member whose message cannot be rendered fails alone: the send goes on for everyone else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bulkmail.audience.importer import import_csv
+from bulkmail.audience.lists import create_list
+from tests.integration.world import World
+
+
+def add_members(world: World, name: str, csv: str) -> None:
+    path = world.root / name
+    path.write_text(csv, encoding="utf-8")
+    db = world.db()
+    try:
+        result = import_csv(db, world.list_name, path)
+    finally:
+        db.dispose()
+    assert not result.rejected, result.rejected
+
+
+def test_a_member_whose_render_fails_is_failed_with_the_reason_and_the_rest_are_sent(
+    world: World, tmp_path: Path
+) -> None:
+    world.mx("a.test", (10, "127.0.0.2"))
+    db = world.db()
+    create_list(db, world.list_name)
+    db.dispose()
+    add_members(
+        world,
+        "first.csv",
+        "email,name,city\nann@a.test,Ann,Oslo\nbob@a.test,Bob,Rome\ncy@a.test,Cy,Lima\n",
+    )
+    folder = tmp_path / "tpl"
+    folder.mkdir()
+    (folder / "body.txt").write_text(
+        "Hi {{ subscriber.name }},\nsee you in {{ subscriber.attributes.city }}.\n"
+    )
+    cid = world.campaign(template=str(folder))  # every member has a city: accepted
+    add_members(world, "later.csv", "email,name\nlate@a.test,Late\n")  # joins without one
+
+    report = world.send(cid)
+
+    assert report.state == "finished"
+    assert report.counts["sent"] == 3 and report.counts["failed"] == 1
+    assert world.recipients_received() == ["ann@a.test", "bob@a.test", "cy@a.test"]
+    late = world.states(cid)["late@a.test"]
+    assert late.state == "failed"
+    assert late.last_text == (
+        f"template {folder}/body.txt line 2: 'subscriber.attributes' has no attribute 'city'"
+    )
