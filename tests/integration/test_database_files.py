@@ -196,3 +196,9 @@ def test_upgrade_of_an_existing_empty_file_keeps_it(tmp_path: Path) -> None:
     assert upgrade(db)
     db.dispose()
     assert path.stat().st_mode & 0o777 == 0o640  # the operator's choice is left alone
+
+
+def test_plain_postgresql_url_uses_the_shipped_psycopg_driver() -> None:
+    db = Database("postgresql://nobody@127.0.0.1:1/none")  # psycopg2 is not installed
+    assert db.engine.dialect.driver == "psycopg"
+    db.dispose()
