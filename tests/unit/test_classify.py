@@ -302,3 +302,53 @@ def test_reply_from_dsn_handles_non_smtp_diagnostics_and_junk_status() -> None:
 
 def test_reply_from_dsn_keeps_the_status_class_when_the_diagnostic_disagrees() -> None:
     assert reply_from_dsn("5.1.1", "smtp; 450 try later").code == 550
+
+
+# -- 5xx without an enhanced code: RFC 5321 (and 7504, 4954) meaning of the basic code -----------
+
+#: code: (suppress?, disposition, what RFC 5321 / 7504 / 4954 says it is). Only "the address is
+#: bad" suppresses; a full mailbox (552) defers like X.2.2; everything about the conversation,
+#: authentication or an unspecific failure bounces without losing the subscriber.
+BASIC_5XX = {
+    500: (False, Disposition.BOUNCED, "syntax error, command unrecognised"),
+    501: (False, Disposition.BOUNCED, "syntax error in parameters"),
+    502: (False, Disposition.BOUNCED, "command not implemented"),
+    503: (False, Disposition.BOUNCED, "bad sequence of commands"),
+    504: (False, Disposition.BOUNCED, "command parameter not implemented"),
+    521: (True, Disposition.BOUNCED, "host does not accept mail (RFC 7504)"),
+    530: (False, Disposition.BOUNCED, "authentication required (RFC 4954)"),
+    531: (False, Disposition.BOUNCED, "(unassigned)"),
+    532: (False, Disposition.BOUNCED, "(unassigned)"),
+    533: (False, Disposition.BOUNCED, "(unassigned)"),
+    534: (False, Disposition.BOUNCED, "authentication mechanism is too weak (RFC 4954)"),
+    535: (False, Disposition.BOUNCED, "authentication credentials invalid (RFC 4954)"),
+    536: (False, Disposition.BOUNCED, "(unassigned)"),
+    537: (False, Disposition.BOUNCED, "(unassigned)"),
+    538: (False, Disposition.BOUNCED, "encryption required for the mechanism (RFC 4954)"),
+    550: (True, Disposition.BOUNCED, "mailbox unavailable"),
+    551: (True, Disposition.BOUNCED, "user not local"),
+    552: (False, Disposition.DEFERRED, "exceeded storage allocation: the mailbox is full"),
+    553: (True, Disposition.BOUNCED, "mailbox name not allowed"),
+    554: (False, Disposition.BOUNCED, "transaction failed (often policy or spam)"),
+    555: (False, Disposition.BOUNCED, "MAIL/RCPT parameters not recognised"),
+    556: (True, Disposition.BOUNCED, "domain does not accept mail (RFC 7504)"),
+}
+NO_CLUE_TEXTS = ("", "Requested action not taken", "Error")
+
+
+@pytest.mark.parametrize("text", NO_CLUE_TEXTS)
+@pytest.mark.parametrize("code", sorted(BASIC_5XX))
+def test_a_5xx_without_enhanced_code_or_clue_means_what_its_basic_code_says(
+    code: int, text: str
+) -> None:
+    suppress, disposition, meaning = BASIC_5XX[code]
+    v = verdict(code, text)
+    assert (v.suppress, v.disposition) == (suppress, disposition), f"{code} {meaning}: {v}"
+    assert bounce_is_hard(v) is suppress
+
+
+@pytest.mark.parametrize("text", NO_CLUE_TEXTS)
+def test_a_plain_552_is_a_full_mailbox_deferred_never_a_hard_bounce(text: str) -> None:
+    v = verdict(552, text)
+    assert v.category is Category.QUOTA
+    assert v.disposition is Disposition.DEFERRED and not v.suppress
