@@ -171,6 +171,8 @@ def prepare_folder(out: Path) -> None:
 
 
 def run_demo(out_dir: str) -> None:
+    """Build ``out_dir``, send the demo campaign through local servers, and print where the
+    mail is and the line that serves its unsubscribe links."""
     out = Path(out_dir).resolve()
     with _owner_only():
         prepare_folder(out)
