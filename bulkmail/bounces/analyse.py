@@ -57,7 +57,7 @@ def judge(report: Report, rcpt: Recipient) -> Judgement:
     if report.kind not in (BOUNCE, DELAYED) or action != "failed":
         category = "delayed" if action == "delayed" else (action or "uncategorised")
         if action == "delayed":
-            category = classify_reply(reply).category.value if code else "transient"
+            category = classify_reply(reply).bounce_class.value if code else "transient"
         return Judgement(
             rcpt.address,
             action,
@@ -76,7 +76,7 @@ def judge(report: Report, rcpt: Recipient) -> Judgement:
         reply.enhanced or rcpt.status,
         code,
         rcpt.diagnostic,
-        verdict.category.value,
+        verdict.bounce_class.value,
         bounced and verdict.suppress,
         bounced,
     )
@@ -108,7 +108,7 @@ def analyse(data: bytes, file: str = "") -> Analysis:
     """Parse and judge one raw message."""
     report = parse_report(data)
     kind = report.kind if report.kind in PARSE_KINDS else "unknown"
-    judged = tuple(judge(report, r) for r in report.recipients) if kind != "unknown" else ()
-    if kind == AUTOREPLY:
-        judged = ()
+    judged = tuple(judge(report, r) for r in report.recipients)
+    if kind == AUTOREPLY:  # the one who replied: never a failure
+        judged = (Judgement(report.sender, "", "", None, "", "autoreply", False, False),)
     return Analysis(file, kind, judged, report.notes, report.error)

@@ -32,17 +32,16 @@ _ADDRESS_RE = re.compile(_ADDRESS)
 MAX_PART_TEXT = 256 * 1024
 #: The most failed recipients taken from one text bounce (each costs a search of the text).
 MAX_RECIPIENTS = 100
-_DAEMONS = frozenset(
-    {
-        "mailer-daemon",
-        "postmaster",
-        "mail-daemon",
-        "mailerdaemon",
-        "mail.daemon",
-        "mdaemon",
-        "maildaemon",
-        "double-bounce",
-    }
+# Senders that are mail systems, not people: the local part (or, for "MAILER-DAEMON <>", the
+# display name) says so. "-admin" and "owner-" are mailing-list managers' error addresses.
+_DAEMON_LOCAL = re.compile(
+    r"^(?:mailer[-_.]?daemon|mail[-_.]?daemon|mailerdaemon|post[-_.]?master|mdaemon"
+    r"|double-bounce|mail[-_.]?delivery[-_.]?(?:system|subsystem)?|mail[-_.]?administrator"
+    r"|mail[-_.]?deliver[-_.]?system)$|-admin$|^owner-",
+    re.IGNORECASE,
+)
+_DAEMON_NAME = re.compile(
+    r"mailer[-_ ]?daemon|mail delivery (?:system|subsystem)|post[-_ ]?master", re.IGNORECASE
 )
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|delivery (?:status notification|failure|has failed|problem)"
@@ -54,7 +53,11 @@ _BOUNCE_SUBJECT = re.compile(
 # Where the returned copy of the message starts: nothing after it describes the failure.
 _RETURNED = re.compile(
     r"^[ \t]*(?:-{2,}[^\n]*(?:copy of|original message|returned message|unsent message"
-    r"|message follows|headers follow)[^\n]*|(?:the )?original message (?:headers|follows):?)"
+    r"|message follows|headers follow|original mail)[^\n]*"
+    r"|[^\n]{0,40}\b(?:copy of (?:the |your )?(?:original )?message|original (?:message|mail)"
+    r"(?: headers)? (?:follows|below|as follows)|message headers follow|headers of the original"
+    r" message)[^\n]{0,20}"
+    r"|(?:the )?original message (?:headers|follows):?|(?:Received: from|Return-Path: ?<)[^\n]*)"
     r"[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -73,12 +76,21 @@ _KNOWN_PHRASES = (
         "5.1.1",
     ),
 )
+_VERP_ADDRESS = re.compile(r"\+[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16}@")
 _FAILED_SHAPES = (
     re.compile(rf"^[ \t]*<({_ADDRESS})>:?", re.MULTILINE),  # qmail, Postfix, Yahoo
     re.compile(rf"^[ \t]+({_ADDRESS})[ \t]*(?:$|\son\s|:|\()", re.MULTILINE),  # Exim, Exchange
     re.compile(rf"^<?({_ADDRESS})>?\.\.\. ", re.MULTILINE),  # Sendmail "user@x... User unknown"
     re.compile(rf"RCPT TO:?\s*<({_ADDRESS})>", re.IGNORECASE),
     re.compile(rf"(?:delivered|delivery) to:?\s+<?({_ADDRESS})>?", re.IGNORECASE),
+    re.compile(rf"^[ \t]*<?({_ADDRESS})>?:(?:[ \t]|$)", re.MULTILINE),  # "addr: 550 5.1.1 ..."
+    re.compile(rf"^[ \t]*>>>[ \t]*<?({_ADDRESS})>?", re.MULTILINE),  # ">>> addr" (Sendmail)
+    re.compile(rf"^[ \t]*\*?[ \t]*<?({_ADDRESS})>?[ \t]*$", re.MULTILINE),  # a bare address line
+    re.compile(  # DragonFly, OpenSMTPD, Microsoft: "error delivering your mail to <x>"
+        rf"(?:deliver(?:ing)?|send(?:ing)?) (?:your |the )?(?:mail|message|e-?mail) to:?\s*"
+        rf"<?({_ADDRESS})>?",
+        re.IGNORECASE,
+    ),
 )
 _SMTP_REPLY = re.compile(
     r"(?<![\w.#-])([45][0-5]\d)(?:[ -]|:\s|\s*#)(?:\s*#?([245]\.\d{1,3}\.\d{1,3})(?![\d.]\d))?"
@@ -93,7 +105,12 @@ _DELAY_WORDS = re.compile(
 _PERMANENT_WORDS = re.compile(
     r"permanent(?:ly)?|fatal error|could not be delivered|was not delivered|undeliverable"
     r"|gave up|giving up|delivery has failed|unable to deliver|did not reach|cannot be reached"
-    r"|address(?:es)?\W+failed|failed:",
+    r"|address(?:es)?\W+failed|failed:|delivery errors?|error delivering|trouble delivering"
+    r"|failure reasons?|rejected by (?:a |the )?(?:remote )?(?:mail )?server|user unknown"
+    r"|no such (?:user|mailbox|domain)|invalid (?:user|recipient|address)|exceeds? (?:the )?"
+    r"(?:allowed|maximum|mailbox)|could not (?:be )?deliver|couldn't (?:be )?deliver"
+    r"|not (?:be )?delivered|delivery (?:to the following recipients? )?failed"
+    r"|loop (?:alert|detected)|mail loop|too many hops|returned mail",
     re.IGNORECASE,
 )
 _AUTOREPLY_SUBJECT = re.compile(
@@ -120,8 +137,43 @@ def first_address(text: str) -> str:
     return match.group(0).strip(".").lower() if match else ""
 
 
+def all_addresses(text: str) -> list[str]:
+    """Every address in ``text``, lower-cased, in order, once each."""
+    found = (m.group(0).strip(".").lower() for m in _ADDRESS_RE.finditer(text or ""))
+    return list(dict.fromkeys(found))
+
+
 def is_daemon(address: str) -> bool:
-    return address.partition("@")[0].lower() in _DAEMONS
+    """True for a mail system's own address (mailer-daemon@, postmaster@, list-admin@...)."""
+    return bool(_DAEMON_LOCAL.search(address.partition("@")[0]))
+
+
+def daemon_from(msg: Message) -> bool:
+    """The From header is a mail system's (an address or a display name that says so)."""
+    raw = str(msg.get("From", ""))[:2000]
+    address = first_address(raw)
+    if (address and is_daemon(address)) or (not address and _DAEMON_NAME.search(raw)):
+        return True
+    return bool(address and _DAEMON_NAME.search(raw.lower().replace(address, "")))
+
+
+def null_return_path(msg: Message) -> bool:
+    """A null reverse path: only notifications (DSNs, MDNs, auto-replies) are sent with one."""
+    path = str(msg.get("Return-Path", "")).strip().lower()
+    return path in ("<>", "<mailer-daemon>", "mailer-daemon")
+
+
+def bounce_signals(msg: Message, subject: str) -> str:
+    """Why ``msg`` looks like a bounce before its text is read ("" when nothing says so)."""
+    if msg.get("X-Failed-Recipients") is not None:
+        return "X-Failed-Recipients"
+    if daemon_from(msg):
+        return "from a mailer daemon"
+    if _BOUNCE_SUBJECT.search(subject or "") and (
+        null_return_path(msg) or msg.get("Auto-Submitted") is not None
+    ):
+        return "bounce subject from a machine"
+    return ""
 
 
 def autoreply_reason(msg: Message, subject: str) -> str:
@@ -141,12 +193,21 @@ def autoreply_reason(msg: Message, subject: str) -> str:
 
 
 def text_bounce(msg: Message, subject: str, sender: str) -> tuple[list[Found], str] | None:
-    """The failed recipients of a non-standard bounce, and a note; None if it is not one."""
+    """The failed recipients of a non-standard bounce, and a note; None if it is not one.
+
+    A machine must have sent it (``bounce_signals``, or a null return path), and its text must
+    say that delivery failed (failure wording or an SMTP reply) unless X-Failed-Recipients
+    names the failures outright.
+    """
     failed_header = ", ".join(str(v) for v in msg.get_all("X-Failed-Recipients", []))
-    if not (is_daemon(sender) or failed_header or _machine_bounce_subject(msg, subject)):
+    signal = bounce_signals(msg, subject)
+    if not signal and not null_return_path(msg):
         return None
     text = human_text(msg)
-    if not (_PERMANENT_WORDS.search(text) or _DELAY_WORDS.search(text) or find_reply(text)[0]):
+    says_failed = bool(
+        _PERMANENT_WORDS.search(text) or _DELAY_WORDS.search(text) or find_reply(text)[0]
+    )
+    if not (says_failed or failed_header):
         return None  # says nothing about a failure: an acknowledgement, a notice...
     addresses = _candidates(msg, text, failed_header, sender)[:MAX_RECIPIENTS]
     found = [_recipient(address, text) for address in addresses]
@@ -155,14 +216,7 @@ def text_bounce(msg: Message, subject: str, sender: str) -> tuple[list[Found], s
         if not status:
             return None
         found = [("", *_action(status, text), diagnostic)]
-    return found, "non-standard bounce (text)"
-
-
-def _machine_bounce_subject(msg: Message, subject: str) -> bool:
-    """A bounce subject on a message a machine sent (null return path or Auto-Submitted)."""
-    if not _BOUNCE_SUBJECT.search(subject or ""):
-        return False
-    return str(msg.get("Return-Path", "")).strip() == "<>" or msg.get("Auto-Submitted") is not None
+    return found, f"non-standard bounce (text; {signal or 'null return path'})"
 
 
 def human_text(msg: Message) -> str:
@@ -230,22 +284,30 @@ def _line_from(text: str, start: int) -> str:
 
 
 def _candidates(msg: Message, text: str, failed_header: str, sender: str) -> list[str]:
-    found = [a.lower() for a in _ADDRESS_RE.findall(failed_header)]
-    found += _flufl_addresses(msg)
+    """The failed addresses: X-Failed-Recipients first (trusted as it is), then the detectors
+    and the known shapes, else any address the report's own text names."""
+    named = [a.lower() for a in _ADDRESS_RE.findall(failed_header)]
+    found = _flufl_addresses(msg)
     for shape in _FAILED_SHAPES:
         found += [m.group(1).lower() for m in shape.finditer(text)]
     ours = {first_address(str(v)) for v in msg.get_all("To", []) + msg.get_all("Delivered-To", [])}
-    keep = []
-    for address in dict.fromkeys(a.strip(".") for a in found):
-        if (
-            address in ours
+
+    def usable(address: str, excluded: set[str]) -> bool:
+        return not (
+            address in excluded
             or address == sender
             or is_daemon(address)
-            or "+" in address
-            and re.search(r"\+[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16}@", address)
-        ):
-            continue
-        keep.append(address)
+            or _VERP_ADDRESS.search(address) is not None
+        )
+
+    keep = [a for a in dict.fromkeys(a.strip(".") for a in named) if a]
+    # A shape that names a failed recipient is trusted even when it is the report's own To
+    # (a sender bouncing to itself); our VERP address and daemons never are recipients.
+    keep += [
+        a for a in dict.fromkeys(a.strip(".") for a in found) if a not in keep and usable(a, set())
+    ]
+    if not keep:  # no known shape: any address the report's own words name but its envelope
+        keep = [a for a in all_addresses(text) if usable(a, ours)]
     return keep
 
 
@@ -268,18 +330,42 @@ def _flufl_addresses(msg: Message) -> list[str]:
 
 
 def _recipient(address: str, text: str) -> Found:
+    """(address, action, status, diagnostic): the SMTP reply after the address if there is one,
+    else the words around it ("kijitora@x on <date>\n The recipient name is not recognized")."""
     lower = text.lower()
     at = lower.find(address)
     window = text[at : at + 800] if at >= 0 else ""
     status, diagnostic = find_reply(window)
     if not status:
-        status, diagnostic = find_reply(text)
-    if not diagnostic and at >= 0:
-        diagnostic = " ".join(_line_from(text, at).split())[:500]
+        status, reply = find_reply(text)
+        diagnostic = _context(text, at) if at >= 0 else reply
+        if reply and reply not in diagnostic:
+            diagnostic = f"{diagnostic} {reply}".strip()[:500]
     action, status = _action(status, text)
     if action == "failed" and status.endswith(".0.0"):
         status = _status_from_words(diagnostic, status)
     return address, action, status, diagnostic
+
+
+def words_about(address: str, text: str) -> str:
+    """What ``text`` says about ``address``: the reply after it, else the lines around it."""
+    at = text.lower().find(address.lower())
+    if at < 0:
+        return ""
+    status, reply = find_reply(text[at : at + 800])
+    return reply if status else _context(text, at)
+
+
+def _context(text: str, at: int) -> str:
+    """The line naming an address and the few lines after it, up to a blank line."""
+    start = text.rfind("\n", 0, at) + 1
+    lines = text[start:].split("\n")
+    kept = [lines[0]]
+    for line in lines[1:5]:
+        if not line.strip() or _ADDRESS_RE.search(line) and "(" not in line:
+            break
+        kept.append(line)
+    return " ".join(" ".join(kept).split())[:500]
 
 
 def _status_from_words(diagnostic: str, status: str) -> str:

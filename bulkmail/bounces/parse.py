@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from email.header import decode_header, make_header
 from email.message import Message
 
-from bulkmail.bounces import heuristics
+from bulkmail.bounces import formats, heuristics
 
 BOUNCE, DELAYED, COMPLAINT = "bounce", "delayed", "complaint"
 UNSUBSCRIBE, AUTOREPLY, UNKNOWN = "unsubscribe", "autoreply", "unknown"
@@ -120,7 +120,26 @@ def _parse(msg: Message) -> Report:
         return _complaint(msg, feedback, base)
     status_part = _first_part(msg, _REPORT_PARTS)
     if status_part is not None:
-        return _delivery_status(status_part, base)
+        report = _delivery_status(part_fields(status_part), base, "delivery-status report")
+        if report.recipients:
+            return _explained(report, msg)
+    texts = _leaf_texts(msg)
+    ses = formats.ses_notification(texts)
+    if ses is not None:
+        return _ses(ses, base)
+    jmrp = formats.jmrp_recipient(msg)
+    if jmrp is not None and not heuristics.is_daemon(base.sender):
+        note = "complaint (Microsoft JMRP: X-HmXmrOriginalRecipient)"
+        return replace(
+            base,
+            kind=COMPLAINT,
+            feedback_type="abuse",
+            notes=(note,),
+            recipients=(Recipient(heuristics.first_address(jmrp), "", "", "feedback-type: abuse"),),
+        )
+    blocks = formats.status_blocks(texts)
+    if blocks:
+        return _explained(_delivery_status(blocks, base, "delivery-status fields in text"), msg)
     match = _UNSUBSCRIBE_RE.search(base.subject)
     if match is not None:
         return replace(
@@ -129,13 +148,15 @@ def _parse(msg: Message) -> Report:
             unsubscribe_token=match.group(1).lower(),
             notes=("subject names an unsubscribe token",),
         )
+    why = heuristics.autoreply_reason(msg, base.subject)
+    if why and not heuristics.bounce_signals(msg, base.subject):
+        return replace(base, kind=AUTOREPLY, notes=(why,))  # a DSN's Auto-Submitted is no reply
     text_bounce = heuristics.text_bounce(msg, base.subject, base.sender)
     if text_bounce is not None:
         found, note = text_bounce
         recipients = tuple(Recipient(*r) for r in found)
         kind = BOUNCE if any(r.action == "failed" for r in recipients) else DELAYED
         return replace(base, kind=kind, recipients=recipients, notes=(note,))
-    why = heuristics.autoreply_reason(msg, base.subject)
     if why:
         return replace(base, kind=AUTOREPLY, notes=(why,))
     return replace(base, notes=("not a bounce, complaint or unsubscribe request",))
@@ -144,13 +165,14 @@ def _parse(msg: Message) -> Report:
 # -- RFC 3464 delivery-status reports -------------------------------------------------------
 
 
-def _delivery_status(part: Message, base: Report) -> Report:
-    blocks = part_fields(part)
+def _delivery_status(blocks: list[dict[str, str]], base: Report, source: str) -> Report:
     recipients = []
     for block in blocks:
         if not any(k in block for k in ("final-recipient", "original-recipient", "action")):
             continue
-        address = _typed_address(block.get("final-recipient") or block.get("original-recipient"))
+        address = _typed_address(block.get("final-recipient")) or _typed_address(
+            block.get("original-recipient")
+        )
         status = (block.get("status", "").split() or [""])[0]
         recipients.append(
             Recipient(
@@ -169,8 +191,48 @@ def _delivery_status(part: Message, base: Report) -> Report:
         kind = DELAYED
     else:
         kind = UNKNOWN
-    note = f"delivery-status report, actions: {', '.join(sorted(actions)) or 'none'}"
+    note = f"{source}, actions: {', '.join(sorted(actions)) or 'none'}"
     return replace(base, kind=kind, recipients=tuple(recipients), verp_tokens=tokens, notes=(note,))
+
+
+def _explained(report: Report, msg: Message) -> Report:
+    """A recipient without a Diagnostic-Code gets the words the notification says about it."""
+    if all(r.diagnostic for r in report.recipients):
+        return report
+    human = heuristics.human_text(msg)
+    recipients = tuple(
+        r
+        if r.diagnostic or not r.address
+        else replace(r, diagnostic=heuristics.words_about(r.address, human))
+        for r in report.recipients
+    )
+    return replace(report, recipients=recipients)
+
+
+def _ses(data: dict[str, object], base: Report) -> Report:
+    """An Amazon SES notification (SNS JSON), with the identifiers of the headers it carries."""
+    kind, found, feedback = formats.ses_recipients(data)  # type: ignore[arg-type]
+    headers = formats.ses_headers(data)  # type: ignore[arg-type]
+    mail = data.get("mail") if isinstance(data.get("mail"), dict) else {}
+    envelope = " ".join(str(mail.get(k, "")) for k in ("source", "returnPath"))  # type: ignore[union-attr]
+    base = replace(
+        base,
+        verp_tokens=_dedupe([*base.verp_tokens, *(t.lower() for t in _VERP_RE.findall(envelope))]),
+        header_tokens=_dedupe(t.lower() for t in _HEADER_TOKEN_RE.findall(headers)),
+        message_ids=_dedupe(m.lower() for m in _MESSAGE_ID_RE.findall(headers)),
+    )
+    recipients = tuple(Recipient(*r) for r in found)
+    note = f"Amazon SES notification: {kind or 'unknown type'}"
+    if kind == "complaint":
+        ours = COMPLAINT if feedback in COMPLAINT_TYPES else UNKNOWN
+        return replace(
+            base, kind=ours, feedback_type=feedback, recipients=recipients, notes=(note,)
+        )
+    if kind == "bounce":
+        actions = {r.action for r in recipients}
+        ours = BOUNCE if "failed" in actions else DELAYED if "delayed" in actions else UNKNOWN
+        return replace(base, kind=ours, recipients=recipients, notes=(note,))
+    return replace(base, kind=UNKNOWN, recipients=recipients, notes=(note,))
 
 
 # -- RFC 5965 feedback reports (complaints) -------------------------------------------------
@@ -181,9 +243,9 @@ def _complaint(msg: Message, part: Message | None, base: Report) -> Report:
     for block in part_fields(part) if part is not None else []:
         fields.update(block)
     feedback_type = fields.get("feedback-type", "abuse" if part is None else "").strip().lower()
-    address = heuristics.first_address(fields.get("original-rcpt-to", ""))
-    if not address:
-        address = heuristics.first_address(_inner_header(msg, "to"))
+    addresses = heuristics.all_addresses(fields.get("original-rcpt-to", ""))
+    addresses = addresses or heuristics.all_addresses(fields.get("removal-recipient", ""))[:1]
+    addresses = addresses or [heuristics.first_address(_inner_header(msg, "to"))]
     tokens = _dedupe(
         [
             *base.verp_tokens,
@@ -199,7 +261,7 @@ def _complaint(msg: Message, part: Message | None, base: Report) -> Report:
         kind=kind,
         feedback_type=feedback_type,
         verp_tokens=tokens,
-        recipients=(Recipient(address, "", "", detail),),
+        recipients=tuple(Recipient(a, "", "", detail) for a in addresses),
         notes=(f"feedback report ({detail})",),
     )
 
@@ -237,7 +299,9 @@ def part_fields(part: Message) -> list[dict[str, str]]:
         for block in payload:
             if not isinstance(block, Message):
                 continue
-            fields = {k.lower(): _collapse(header_text(v)) for k, v in block.items()}
+            fields: dict[str, str] = {}
+            for k, v in block.items():
+                _add_field(fields, k.lower(), _collapse(header_text(v)))
             body = block.get_payload()
             if isinstance(body, str) and ":" in body:  # fields after a stray blank line
                 blocks.extend(parse_fields(body))
@@ -262,10 +326,21 @@ def parse_fields(text: str) -> list[dict[str, str]]:
         elif ":" in line:
             name, _, value = line.partition(":")
             last = name.strip().lower()
-            current.setdefault(last, _collapse(value))
+            _add_field(current, last, _collapse(value))
     if current:
         blocks.append(current)
     return blocks
+
+
+_REPEATED = frozenset({"original-rcpt-to", "removal-recipient"})  # ARF fields that repeat
+
+
+def _add_field(fields: dict[str, str], name: str, value: str) -> None:
+    """The first value of a field wins, except the fields that may repeat: those accumulate."""
+    if name in fields and name in _REPEATED:
+        fields[name] += ", " + value
+    else:
+        fields.setdefault(name, value)
 
 
 def _first_part(msg: Message, types: Iterable[str]) -> Message | None:
@@ -305,6 +380,15 @@ def _inner_text(msg: Message) -> str:
         if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
             chunks.append(heuristics.part_text(part))
     return "\n".join(chunks)
+
+
+def _leaf_texts(msg: Message) -> str:
+    """The decoded text of every text leaf (the whole body when the MIME structure is broken)."""
+    chunks = []
+    for part in _walk(msg):
+        if not part.is_multipart() and part.get_content_maintype() in ("text", "multipart"):
+            chunks.append(heuristics.part_text(part))
+    return "\n".join(chunks).replace("\r\n", "\n")
 
 
 def _inner_header(msg: Message, name: str) -> str:

@@ -35,8 +35,10 @@ Decisions (REFERENCE.md "Enhanced status codes" is the spec; these fill its gaps
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+
+from bulkmail.delivery.taxonomy import SUPPRESSING, BounceClass, classify
 
 
 class Category(StrEnum):
@@ -84,9 +86,11 @@ class Verdict:
     disposition: Disposition
     suppress: bool
     retry_after: float | None = None
+    #: The named class (``delivery.taxonomy``): what events, suppressions and reports say.
+    bounce_class: BounceClass = field(default=BounceClass.UNCATEGORISED, compare=False)
 
 
-_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$|[,;:)]|\.(?:\s|$))")
+_ENHANCED = re.compile(r"^\s*#?([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$|[,;:)]|\.(?:\s|$))")
 
 
 def parse_reply(code: int, message: str) -> Reply:
@@ -133,9 +137,10 @@ def reply_from_dsn(status: str, diagnostic_code: str | None = None) -> Reply:
                 diag_code, detail = int(m.group(1)), m.group(2)
         parsed = parse_reply(0, " ".join(detail.split()))
         text = parsed.text
-        if enhanced is None or enhanced.endswith(".0.0"):
-            if parsed.enhanced and parsed.enhanced[0] == (enhanced or parsed.enhanced)[0]:
-                enhanced = parsed.enhanced
+        # The diagnostic's own code beats the Status field: receivers' DSN generators often
+        # put a generic or wrong Status ("Status: 5.1.1" over "550 5.7.1 IP blacklisted").
+        if parsed.enhanced and parsed.enhanced[0] == (enhanced or parsed.enhanced)[0]:
+            enhanced = parsed.enhanced
     if enhanced is None:
         return Reply(diag_code or 0, text)
     if diag_code is None or diag_code // 100 != int(enhanced[0]):
@@ -187,20 +192,13 @@ def _join(summary: str, detail: str) -> str:
 
 # -- Classification ------------------------------------------------------------------------
 
-_HARD_CODES = frozenset({"1.1", "1.2", "1.3", "1.6", "1.10", "2.1"})
 _QUOTA_CODES = frozenset({"2.2", "2.3"})
 
+# For the category of a 4xx (the class comes from ``delivery.taxonomy``).
 _QUOTA_WORDS = re.compile(
     r"quota|mailbox (?:is )?full|storage allocation|insufficient storage|out of storage"
 )
 _POLICY_WORDS = re.compile(r"spam|blocked|black ?list|block ?list|reputation|policy")
-_CONTENT_WORDS = re.compile(r"too (?:big|large)|size limit|exceeds? .*size|message size")
-_HARD_WORDS = re.compile(
-    r"user unknown|unknown user|no such (?:user|mailbox|recipient)|does not exist|doesn't exist"
-    r"|mailbox unavailable|invalid recipient|recipient unknown|unknown recipient"
-    r"|mailbox not found|not a valid mailbox"
-)
-_TOO_MANY_RCPTS = re.compile(r"too many recipients")
 
 _RETRY_HINT = re.compile(
     r"(?:try again|retry|greylisted)(?: later)?(?: after| in| for)?\s+"
@@ -210,21 +208,41 @@ _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def classify_reply(reply: Reply) -> Verdict:
-    """Classify one reply: enhanced code first, then the basic code, then the text."""
+    """Classify one reply: the taxonomy's class, and what it means for the delivery."""
     klass = reply.code // 100
     text = reply.text.lower()
     if klass == 2:
         return Verdict(Category.DELIVERED, Disposition.SENT, False)
     hint = retry_hint(text)
+    named = classify(reply.code, reply.enhanced, text)
     if klass == 4:
-        return Verdict(_temporary_category(reply, text), Disposition.DEFERRED, False, hint)
+        category = _temporary_category(reply, text)
+        return Verdict(category, Disposition.DEFERRED, False, hint, named)
     if klass != 5:
-        return Verdict(Category.UNKNOWN, Disposition.DEFERRED, False, hint)
-    verdict = _permanent_by_enhanced(_subject_detail(reply), text)
-    verdict = verdict or _permanent_by_text(text) or _permanent_by_code(reply)
-    if verdict.disposition is Disposition.DEFERRED:
-        return Verdict(verdict.category, verdict.disposition, False, hint)
-    return verdict
+        return Verdict(Category.UNKNOWN, Disposition.DEFERRED, False, hint, named)
+    category, disposition = _PERMANENT[named]
+    retry = hint if disposition is Disposition.DEFERRED else None
+    return Verdict(category, disposition, named in SUPPRESSING, retry, named)
+
+
+#: What a 5xx of each class means for the delivery (category for reports, state).
+_PERMANENT: dict[BounceClass, tuple[Category, Disposition]] = {
+    BounceClass.INVALID_RECIPIENT: (Category.HARD, Disposition.BOUNCED),
+    BounceClass.BAD_DOMAIN: (Category.HARD, Disposition.BOUNCED),
+    BounceClass.INACTIVE_MAILBOX: (Category.SOFT, Disposition.BOUNCED),
+    BounceClass.QUOTA: (Category.QUOTA, Disposition.DEFERRED),
+    BounceClass.POLICY: (Category.POLICY, Disposition.BOUNCED),
+    BounceClass.SPAM_BLOCK: (Category.POLICY, Disposition.BOUNCED),
+    BounceClass.SPAM_CONTENT: (Category.POLICY, Disposition.BOUNCED),
+    BounceClass.RELAYING: (Category.POLICY, Disposition.BOUNCED),
+    BounceClass.VIRUS: (Category.CONTENT, Disposition.BOUNCED),
+    BounceClass.CONTENT: (Category.CONTENT, Disposition.BOUNCED),
+    BounceClass.ROUTING: (Category.SOFT, Disposition.DEFERRED),
+    BounceClass.PROTOCOL: (Category.PROTOCOL, Disposition.BOUNCED),
+    BounceClass.EXPIRED: (Category.EXPIRED, Disposition.EXPIRED),
+    BounceClass.TRANSIENT: (Category.SOFT, Disposition.DEFERRED),
+    BounceClass.UNCATEGORISED: (Category.UNKNOWN, Disposition.BOUNCED),
+}
 
 
 def bounce_is_hard(verdict: Verdict) -> bool:
@@ -260,54 +278,3 @@ def _temporary_category(reply: Reply, text: str) -> Category:
         if _POLICY_WORDS.search(text) or "greylist" in text:
             return Category.POLICY
     return Category.SOFT
-
-
-def _permanent_by_enhanced(subject_detail: str | None, text: str) -> Verdict | None:
-    """The verdict for a 5xx by its enhanced code, or None if the code says nothing specific."""
-    if subject_detail is None:
-        return None
-    subject = subject_detail.split(".")[0]
-    if subject_detail in _HARD_CODES:
-        return Verdict(Category.HARD, Disposition.BOUNCED, True)
-    if subject_detail in _QUOTA_CODES:
-        return Verdict(Category.QUOTA, Disposition.DEFERRED, False)
-    if subject_detail == "4.7":
-        return Verdict(Category.EXPIRED, Disposition.EXPIRED, False)
-    if subject == "4" or subject_detail == "5.3":
-        return Verdict(Category.SOFT, Disposition.DEFERRED, False)
-    if subject == "7" or subject_detail in ("1.7", "1.8"):
-        return Verdict(Category.POLICY, Disposition.BOUNCED, False)
-    if subject == "6" or subject_detail == "3.4":
-        return Verdict(Category.CONTENT, Disposition.BOUNCED, False)
-    if subject == "5":
-        return Verdict(Category.PROTOCOL, Disposition.BOUNCED, False)
-    # X.0.0, X.1.0, X.2.0, X.3.x ...: unspecific, let the text decide, else unknown.
-    return _permanent_by_text(text) or Verdict(Category.UNKNOWN, Disposition.BOUNCED, False)
-
-
-def _permanent_by_text(text: str) -> Verdict | None:
-    if _QUOTA_WORDS.search(text):
-        return Verdict(Category.QUOTA, Disposition.DEFERRED, False)
-    if _TOO_MANY_RCPTS.search(text):
-        return Verdict(Category.SOFT, Disposition.DEFERRED, False)
-    if _POLICY_WORDS.search(text):
-        return Verdict(Category.POLICY, Disposition.BOUNCED, False)
-    if _CONTENT_WORDS.search(text):
-        return Verdict(Category.CONTENT, Disposition.BOUNCED, False)
-    if _HARD_WORDS.search(text):
-        return Verdict(Category.HARD, Disposition.BOUNCED, True)
-    return None
-
-
-def _permanent_by_code(reply: Reply) -> Verdict:
-    """The verdict for a 5xx by its basic code alone (no enhanced code, no clue in the text)."""
-    code = reply.code
-    if reply.enhanced is None and code in (550, 551, 553, 521, 556):
-        return Verdict(Category.HARD, Disposition.BOUNCED, True)
-    if code == 552:
-        return Verdict(Category.QUOTA, Disposition.DEFERRED, False)
-    if code in (500, 501, 502, 503, 504):
-        return Verdict(Category.PROTOCOL, Disposition.BOUNCED, False)
-    if code in (530, 534, 535, 538):
-        return Verdict(Category.POLICY, Disposition.BOUNCED, False)
-    return Verdict(Category.UNKNOWN, Disposition.BOUNCED, False)
