@@ -17,22 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import require
+
 SPAMASSASSIN = shutil.which("spamassassin")
 
 
 def _require_spamassassin() -> None:
-    """Skip without SpamAssassin on a laptop; fail in CI, where a missing tool is a broken
-    install step (scripts/install-test-peers.sh installs Debian's spamassassin)."""
-    if SPAMASSASSIN:
-        return
-    message = "spamassassin is not installed (run scripts/install-test-peers.sh)"
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{message}; CI must have it", pytrace=False)
-    pytest.skip(message)
+    """Skip without SpamAssassin on a laptop; fail in CI (tests/tools.py)."""
+    require(SPAMASSASSIN is not None, "spamassassin (Debian package spamassassin)")
 
 
 @pytest.fixture(scope="module")
 def demo_mail(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    _require_spamassassin()
     out = tmp_path_factory.mktemp("sa") / "demo-out"
     env = {k: v for k, v in os.environ.items() if k != "BULKMAIL_CONFIG"}
     proc = subprocess.run(
