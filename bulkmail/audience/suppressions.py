@@ -43,6 +43,7 @@ from bulkmail.db.engine import now as clock
 from bulkmail.db.models import Suppression
 from bulkmail.db.upsert import insert_for
 from bulkmail.errors import InputError
+from bulkmail.reports.export import spreadsheet_safe, spreadsheet_value
 
 __all__ = [
     "Entry",
@@ -319,7 +320,11 @@ def _rows(
 
 
 def _cell(row: list[str], index: int | None) -> str:
-    return row[index].strip() if index is not None and index < len(row) else ""
+    """A cell's value; the ``'`` that ``export_csv`` put before a formula-like value is
+    taken off again, so an export imports back exactly."""
+    if index is None or index >= len(row):
+        return ""
+    return spreadsheet_value(row[index]).strip()
 
 
 def import_csv(
@@ -369,11 +374,18 @@ def _flush(s: Session, pending: dict[str, dict[str, Any]], result: ImportResult)
 
 
 def export_csv(db: Database, out: TextIO, source: str | None = None) -> int:
-    """Write every entry as CSV (email, reason, source, created_at in UTC); returns the count."""
+    """Write every entry as CSV (email, reason, source, created_at in UTC); returns the count.
+
+    A cell a spreadsheet would run as a formula (``=HYPERLINK(...)`` in a bounce reason, an
+    address starting with ``-``) gets a leading ``'`` (``reports.export.spreadsheet_safe``);
+    ``import_csv`` takes it off again."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
+    safe = spreadsheet_safe
     for entry in iter_suppressions(db, source):
-        writer.writerow([entry.email, entry.reason, entry.source, iso_time(entry.created_at)])
+        writer.writerow(
+            [safe(entry.email), safe(entry.reason), safe(entry.source), iso_time(entry.created_at)]
+        )
         count += 1
     return count

@@ -5,6 +5,12 @@ The log can hold hundreds of millions of rows, so it is read in keyset batches
 transaction, and written as it is read: memory stays the size of one batch however many events
 there are, and a long export never holds a transaction open against the senders.
 ``bench_export`` measures that on n synthetic events (rows per second, peak RSS).
+
+CSV cells are made safe for spreadsheets (OWASP, "CSV Injection"): a text cell starting with
+``=`` ``+`` ``-`` ``@``, tab or CR, such as a bounce reason ``=HYPERLINK(...)`` a remote server
+wrote, or an address ``-x@example.com``, gets a leading ``'`` so that Excel, LibreOffice and
+Sheets show it as text instead of running it as a formula. Numbers are left as they are, and
+JSON Lines stays exact: it is read by programs, not spreadsheets.
 """
 
 from __future__ import annotations
@@ -46,6 +52,22 @@ _SELECT = (
     "enhanced, text, mx_host, attempt, source"
 )
 _RELATIVE = re.compile(r"(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+")
+FORMULA_STARTS = frozenset("=+-@\t\r")  # OWASP: a cell starting so may run as a formula
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value`` as a CSV cell a spreadsheet will not run: text that could start a formula
+    gets a leading ``'`` (OWASP); anything else, numbers included, is returned as it is."""
+    if value.__class__ is str and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
+def spreadsheet_value(cell: str) -> str:
+    """The value :func:`spreadsheet_safe` was given, from the cell it wrote (for imports)."""
+    if cell[:1] == "'" and cell[1:2] in FORMULA_STARTS:
+        return cell[1:]
+    return cell
 
 
 def parse_since(value: str, now: float) -> float:
@@ -135,7 +157,8 @@ def export_events(
     count = 0
     for rows in _batches(db, campaign_id, since, batch):
         if writer is not None:
-            writer.writerows((r[0], r[1], _iso(r[1]), *r[2:]) for r in rows)
+            safe = spreadsheet_safe
+            writer.writerows((r[0], r[1], _iso(r[1]), *[safe(v) for v in r[2:]]) for r in rows)
         else:
             out.writelines(
                 json.dumps(
