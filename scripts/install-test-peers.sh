@@ -19,6 +19,14 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q "${need[@]}"
 fi
 
+# The wheel test (tests/integration/test_wheel.py) installs bulkmail into a fresh venv:
+# Debian's own python3 needs python3-venv for that (pyenv and python.org builds have it).
+if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+  echo "installing: python3-venv"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+fi
+
 # mailauth (npm): the independent verifier of Ed25519 DKIM signatures (RFC 8463), which
 # Debian's Mail::DKIM 1.20230212 does not implement. Version pinned: engines node >= 18.
 mailauth_dir="${BULKMAIL_MAILAUTH_DIR:-/opt/bulkmail-test-peers/mailauth}"
