@@ -61,9 +61,7 @@ def spam_status(eml: Path, home: Path) -> tuple[float, list[str]]:
     return float(match.group(1)), [t for t in match.group(2).split(",") if t and t != "none"]
 
 
-def test_demo_messages_score_zero_with_no_low_contrast_text(
-    demo_mail: list[Path], tmp_path: Path
-) -> None:
+def test_demo_mail_scores_zero_without_low_contrast(demo_mail: list[Path], tmp_path: Path) -> None:
     _require_spamassassin()
     with_city = [p for p in demo_mail if b"reader meetup" in p.read_bytes()]
     without_city = [p for p in demo_mail if b"reader meetup" not in p.read_bytes()]

@@ -20,6 +20,7 @@ CASES = {  # tool: (test file, one test that needs it)
     "mail-dkim": ("test_dkim_verify.py", "test_mail_dkim_fails_an_altered_message"),
     "mail-dkim-send": ("test_send.py", "test_delivered_messages_verify_with_mail_dkim"),
     "mailauth": ("test_dkim_verify.py", "test_mailauth_passes_both_signatures_of_sign_all"),
+    "spamassassin": ("test_spamassassin.py", "test_demo_mail_scores_zero_without_low_contrast"),
 }
 
 
