@@ -76,12 +76,13 @@ _KNOWN_PHRASES = (
         "5.1.1",
     ),
 )
+_MAILER_DAEMON = re.compile(r"mailer[-_.]?daemon@", re.IGNORECASE)
 _VERP_ADDRESS = re.compile(r"\+[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16}@")
 _FAILED_SHAPES = (
     re.compile(rf"^[ \t]*<({_ADDRESS})>:?", re.MULTILINE),  # qmail, Postfix, Yahoo
     re.compile(rf"^[ \t]+({_ADDRESS})[ \t]*(?:$|\son\s|:|\()", re.MULTILINE),  # Exim, Exchange
-    re.compile(rf"^<?({_ADDRESS})>?\.\.\. ", re.MULTILINE),  # Sendmail "user@x... User unknown"
-    re.compile(rf"RCPT TO:?\s*<({_ADDRESS})>", re.IGNORECASE),
+    re.compile(rf"^(?:[45]\d\d[ -])?<?({_ADDRESS})>?\.\.\. ", re.MULTILINE),  # Sendmail
+    re.compile(rf"RCPT TO:?\s*<?({_ADDRESS})>?", re.IGNORECASE),
     re.compile(rf"(?:delivered|delivery) to:?\s+<?({_ADDRESS})>?", re.IGNORECASE),
     re.compile(rf"^[ \t]*<?({_ADDRESS})>?:(?:[ \t]|$)", re.MULTILINE),  # "addr: 550 5.1.1 ..."
     re.compile(rf"^[ \t]*>>>[ \t]*<?({_ADDRESS})>?", re.MULTILINE),  # ">>> addr" (Sendmail)
@@ -99,7 +100,8 @@ _ENHANCED = re.compile(r"(?<![\w.])#?([45]\.\d{1,3}\.\d{1,3})(?![\w.]\w)")
 _DELAY_WORDS = re.compile(
     r"not yet been delivered|warning message only|do not need to resend|will (?:continue to )?"
     r"(?:be )?retr|still (?:being )?tr(?:ying|ied)|delivery (?:is |has been )?delayed"
-    r"|will keep trying|has been delayed",
+    r"|will keep trying|has been delayed|is delayed|only a temporary failure"
+    r"|do not need to re-?send",
     re.IGNORECASE,
 )
 _PERMANENT_WORDS = re.compile(
@@ -110,7 +112,8 @@ _PERMANENT_WORDS = re.compile(
     r"|no such (?:user|mailbox|domain)|invalid (?:user|recipient|address)|exceeds? (?:the )?"
     r"(?:allowed|maximum|mailbox)|could not (?:be )?deliver|couldn't (?:be )?deliver"
     r"|not (?:be )?delivered|delivery (?:to the following recipients? )?failed"
-    r"|loop (?:alert|detected)|mail loop|too many hops|returned mail",
+    r"|loop (?:alert|detected)|mail loop|too many hops|returned mail|failed addresses"
+    r"|was aborted|no valid recipients|an error (?:has )?occurred",
     re.IGNORECASE,
 )
 _AUTOREPLY_SUBJECT = re.compile(
@@ -231,8 +234,8 @@ def human_text(msg: Message) -> str:
             for sub in part.get_payload():
                 if isinstance(sub, Message):
                     visit(sub)
-        elif part.get_content_type() == "text/plain":
-            chunks.append(part_text(part))
+        elif part.get_content_type() == "text/plain" or part.get_content_maintype() == "multipart":
+            chunks.append(part_text(part))  # a multipart that did not parse: its raw text
         elif part.get_content_type() == "text/html":
             html.append(re.sub(r"<[^>]*>", " ", part_text(part)))
 
@@ -304,7 +307,11 @@ def _candidates(msg: Message, text: str, failed_header: str, sender: str) -> lis
     # A shape that names a failed recipient is trusted even when it is the report's own To
     # (a sender bouncing to itself); our VERP address and daemons never are recipients.
     keep += [
-        a for a in dict.fromkeys(a.strip(".") for a in found) if a not in keep and usable(a, set())
+        a
+        for a in dict.fromkeys(a.strip(".") for a in found)
+        if a not in keep
+        and not _MAILER_DAEMON.match(a)
+        and (a.startswith("postmaster@") or usable(a, set()))
     ]
     if not keep:  # no known shape: any address the report's own words name but its envelope
         keep = [a for a in all_addresses(text) if usable(a, ours)]

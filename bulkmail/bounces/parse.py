@@ -118,9 +118,10 @@ def _parse(msg: Message) -> Report:
     feedback = _first_part(msg, (_FEEDBACK_PART,))
     if feedback is not None or _report_type(msg) == "feedback-report":
         return _complaint(msg, feedback, base)
-    status_part = _first_part(msg, _REPORT_PARTS)
-    if status_part is not None:
-        report = _delivery_status(part_fields(status_part), base, "delivery-status report")
+    status_parts = [p for p in _walk(msg) if p.get_content_type() in _REPORT_PARTS]
+    if status_parts:
+        fields = [block for part in status_parts for block in part_fields(part)]
+        report = _delivery_status(fields, base, "delivery-status report")
         if report.recipients:
             return _explained(report, msg)
     texts = _leaf_texts(msg)
@@ -301,12 +302,15 @@ def part_fields(part: Message) -> list[dict[str, str]]:
                 continue
             fields: dict[str, str] = {}
             for k, v in block.items():
+                if k.lower() == "final-recipient" and "final-recipient" in fields:
+                    blocks.append(fields)  # a block run on without its blank line (AOL)
+                    fields = {}
                 _add_field(fields, k.lower(), _collapse(header_text(v)))
+            if fields:
+                blocks.append(fields)
             body = block.get_payload()
             if isinstance(body, str) and ":" in body:  # fields after a stray blank line
                 blocks.extend(parse_fields(body))
-            if fields:
-                blocks.append(fields)
         return blocks
     return parse_fields(heuristics.part_text(part))
 
@@ -326,6 +330,9 @@ def parse_fields(text: str) -> list[dict[str, str]]:
         elif ":" in line:
             name, _, value = line.partition(":")
             last = name.strip().lower()
+            if last == "final-recipient" and last in current:
+                blocks.append(current)  # a block run on without its blank line
+                current = {}
             _add_field(current, last, _collapse(value))
     if current:
         blocks.append(current)
