@@ -10,6 +10,7 @@ peer on loopback from a folder that has nothing of the checkout in it.
 from __future__ import annotations
 
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     src = work / "src"
     shutil.copytree(ROOT, src, ignore=SKIP)
+    init = src / "templates" / "__init__.py"  # a used checkout has bytecode beside the data
+    py_compile.compile(str(init), cfile=str(init.parent / "__pycache__" / "__init__.pyc"))
     cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist")]
     _run([*cmd, str(src)], work, _clean_env())
     (built,) = (work / "dist").glob("bulkmail-*.whl")
@@ -75,6 +78,7 @@ def empty(tmp_path: Path) -> Iterator[Path]:
 
 def test_wheel_carries_every_package_migration_and_template(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
+    assert not [n for n in names if n.endswith(".pyc")]
     for init in (ROOT / "bulkmail").rglob("__init__.py"):
         if "__pycache__" not in init.parts:
             assert f"{init.relative_to(ROOT).as_posix()}" in names  # listed in pyproject.toml
