@@ -22,7 +22,7 @@ import pytest
 
 from bulkmail.peers.smtp import SmtpServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a wheel build and a venv
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP = shutil.ignore_patterns(
