@@ -29,7 +29,8 @@ from bulkmail.cli.main import App, pass_app
     default=10.0,
     show_default=True,
     type=click.FloatRange(min=0.1),
-    help="Seconds a client has to send a complete request head (slow clients are closed).",
+    help="Seconds a client has to send a complete request head, and then its body "
+    "(slow clients are closed, or answered 408).",
 )
 @click.option(
     "--max-connections",

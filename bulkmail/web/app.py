@@ -15,6 +15,7 @@ and its blocking calls run in Starlette's threadpool.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ from bulkmail.errors import BulkmailError
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # a one-click body is 26 bytes; a browser form a few hundred
+BODY_TIMEOUT = 10.0  # seconds for the whole body: a client trickling it holds a connection
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 SOURCE_ONE_CLICK = "one-click"  # a POST from a mail client (RFC 8058)
 SOURCE_PAGE = "page"  # the confirmation page's button
@@ -159,9 +161,13 @@ def _is_one_click(fields: FormData | dict[str, list[str]]) -> bool:
 
 
 def create_app(
-    backend: Backend, path: str = "/unsubscribe/{token}", templates_dir: Path | None = None
+    backend: Backend,
+    path: str = "/unsubscribe/{token}",
+    templates_dir: Path | None = None,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Starlette:
-    """The ASGI app answering at ``path`` (a Starlette route path containing ``{token}``)."""
+    """The ASGI app answering at ``path`` (a Starlette route path containing ``{token}``).
+    A body that has not arrived within ``body_timeout`` seconds gets 408."""
     pages = _Pages(templates_dir or bundled_templates_dir() / "unsubscribe")
 
     async def call(func: Callable[..., Any], *args: Any) -> Any:
@@ -184,7 +190,11 @@ def create_app(
         )
 
     async def one_click(request: Request) -> Response:
-        body = await _read_body(request)
+        try:
+            async with asyncio.timeout(body_timeout):
+                body = await _read_body(request)
+        except TimeoutError:
+            return pages.render("error.html", 408, problem="bad_request")
         if body is None:
             return pages.render("error.html", 413, problem="too_large")
         fields = await _form(request, body)

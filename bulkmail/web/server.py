@@ -37,9 +37,10 @@ def app_path(settings: Settings) -> str:
     return route_path(url)
 
 
-def build_app(settings: Settings, db: Database) -> Starlette:
+def build_app(settings: Settings, db: Database, body_timeout: float = 10.0) -> Starlette:
     """The endpoint for ``settings`` over ``db`` (the secret must be set)."""
-    return create_app(DatabaseBackend(db, settings.secret()), app_path(settings))
+    backend = DatabaseBackend(db, settings.secret())
+    return create_app(backend, app_path(settings), body_timeout=body_timeout)
 
 
 def serve(
@@ -52,8 +53,8 @@ def serve(
     loop: str = "auto",
 ) -> None:
     """Serve the endpoint until SIGINT or SIGTERM."""
-    app = build_app(settings, db)
     limits = limits or guard.Limits()
+    app = build_app(settings, db, body_timeout=limits.header_timeout)
     budget = guard.capacity(limits, guard.raise_descriptor_limit())
     config = uvicorn.Config(
         app,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -172,3 +173,29 @@ def test_slow_clients_are_closed_and_real_requests_answered_with_a_small_log(
     assert "Too many open files" not in log
     assert "Traceback" not in log
     assert len(log) < 10_000, log[:3000]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("server", LOOPS[:1], indirect=True)
+def test_a_body_trickled_past_the_timeout_gets_408_and_the_connection_is_freed(
+    server: tuple[int, Path],
+) -> None:
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT + 30) as sock:
+        sock.sendall(
+            b"POST /u/not-a-token HTTP/1.1\r\nHost: x\r\nContent-Length: 2600\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\nList-"
+        )
+        started = time.monotonic()
+        answer = b""
+        while b"\r\n" not in answer:
+            readable = select.select([sock], [], [], 0.5)[0]
+            if readable:
+                chunk = sock.recv(4096)
+                assert chunk, "closed without an answer"
+                answer += chunk
+            elif time.monotonic() - started < HEADER_TIMEOUT + 30:
+                sock.sendall(b"U")  # one more byte of the body, never all of it
+            else:
+                pytest.fail("no answer to a body that never completes")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
