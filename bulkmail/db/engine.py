@@ -65,11 +65,14 @@ def absolute_sqlite_url(url: str, base_dir: Path) -> str:
     A config file's relative paths are relative to its folder, so ``--config /etc/bulkmail.toml``
     from cron finds the same database as an interactive run in ``/etc``.
     """
-    path = sqlite_file(url)
-    if path is None or path.is_absolute():
+    path = sqlite_file(url)  # with ~ expanded
+    if path is None:
         return url
-    absolute = (base_dir / path).resolve()
-    return make_url(url).set(database=str(absolute)).render_as_string(hide_password=False)
+    absolute = path if path.is_absolute() else (base_dir / path).resolve()
+    parsed = make_url(url)
+    if parsed.database == str(absolute):
+        return url
+    return parsed.set(database=str(absolute)).render_as_string(hide_password=False)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -202,3 +202,18 @@ def test_plain_postgresql_url_uses_the_shipped_psycopg_driver() -> None:
     db = Database("postgresql://nobody@127.0.0.1:1/none")  # psycopg2 is not installed
     assert db.engine.dialect.driver == "psycopg"
     db.dispose()
+
+
+def test_init_in_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "sqlite:///no/such/folder/bulkmail.db")
+    one_line_error(bulkmail("--config", str(cfg), "init"), str(tmp_path / "no/such/folder"))
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_home_relative_path_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    cfg = config(tmp_path / "etc", "sqlite:///~/news.db")
+    assert bulkmail("--config", str(cfg), "init").exit_code == 0
+    assert (tmp_path / "home" / "news.db").is_file()
+    assert bulkmail("--config", str(cfg), "lists", "list").exit_code == 0
