@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option, workers_option
 from bulkmail.reports.terminal import printable
 from bulkmail.scheduling import zone
+
+if TYPE_CHECKING:
+    from bulkmail.db.models import Campaign
 
 
 @click.group()
@@ -124,18 +128,17 @@ def show(app: App, campaign_id: int, as_json: bool) -> None:
         "started_at": c.started_at,
         "finished_at": c.finished_at,
         "reason": c.state_reason,
-        "counts": lib.state_counts(db, c.id),
     }
+    counts = lib.state_counts(db, c.id)
     if as_json:
-        echo_json(data)
+        echo_json({**data, "counts": counts})  # times stay UNIX seconds for machines
         return
     tz = app.settings.schedule.timezone
     for key, value in data.items():
         if key.endswith("_at"):
             value = iso_time(value, tz)  # type: ignore[arg-type]
-        if key != "counts":
-            click.echo(printable(f"{key:>13}: {value}"))  # name, subject, reason: escapes shown
-    click.echo("       counts: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items() if v))
+        click.echo(printable(f"{key:>13}: {value}"))  # name, subject, reason: escapes shown
+    click.echo("       counts: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
 
 
 def iso_time(ts: float | None, timezone: str) -> str:
@@ -255,14 +258,14 @@ def status(app: App, campaign_id: int, as_json: bool) -> None:
         click.echo(f"  reason: {printable(data['reason'])}")
 
 
-def _state_line(c: object, as_json: bool, extra: dict[str, object] | None = None) -> None:
+def _state_line(c: Campaign, as_json: bool, extra: dict[str, object] | None = None) -> None:
     data = {
         "id": c.id,
         "state": c.state,
-        "scheduled_at": c.scheduled_at,  # type: ignore[attr-defined]
+        "scheduled_at": c.scheduled_at,
         "reason": c.state_reason,
         **(extra or {}),
-    }  # type: ignore[attr-defined]
+    }
     if as_json:
         echo_json(data)
     else:
