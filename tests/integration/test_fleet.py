@@ -95,12 +95,11 @@ def test_three_workers_deliver_20000_exactly_once_within_site_limits(world: Worl
     assert max(received.values()) == 1
     for ip in SITES:
         assert world.servers[ip].max_concurrent_sessions <= 2, ip
-    owners = (
-        {r[0].split(":")[1] for r in world.sql("SELECT DISTINCT owner FROM site_leases")}
-        if world.sql("SELECT COUNT(*) FROM site_leases")[0][0]
-        else set()
-    )
-    assert len(owners) <= 3
+    # Each worker stopped cleanly on SIGTERM and gave back what it held: no slot and no
+    # heartbeat is left behind for the fleet to wait out.
+    assert [p.returncode for p in procs] == [0, 0, 0], [p.returncode for p in procs]
+    assert world.sql("SELECT site, owner FROM site_leases") == []
+    assert world.sql("SELECT owner FROM workers") == []
 
 
 @pytest.mark.slow
