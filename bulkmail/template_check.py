@@ -42,7 +42,7 @@ MAX_KEY_SETS = 5000
 _MEMBERS = f"""
     FROM memberships m
     JOIN subscribers s ON s.id = m.subscriber_id
-    LEFT JOIN suppressions x ON x.email = s.email
+    LEFT JOIN suppressions x ON x.email_key = s.email_key
     WHERE m.list_id = :lid AND m.status = '{SUBSCRIBED}' AND x.id IS NULL
 """
 # The attribute keys of s in a canonical order, as one groupable value: a JSON array's text

@@ -154,6 +154,12 @@ def test_unsubscribed_members_are_not_checked(run, tmp_path: Path, db_url: str) 
     assert create(run, template(tmp_path, body_html=CITY_BODY)).exit_code == 0
 
 
+def test_suppressed_members_are_not_checked(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    members(run, tmp_path, "email,name,city\nann@example.com,Ann,Oslo\nbob@example.org,Bob,\n")
+    assert run("suppressions", "add", "BOB@Example.org").exit_code == 0
+    assert create(run, template(tmp_path, body_html=CITY_BODY)).exit_code == 0
+
+
 def test_key_sets_are_grouped_in_the_database(run, tmp_path: Path, db_url: str) -> None:  # type: ignore[no-untyped-def]
     rows = ["email,name,city,plan"]
     rows += [f"a{i}@example.com,A,Oslo,gold" for i in range(5)]
