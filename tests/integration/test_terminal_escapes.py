@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from bulkmail.cli.main import cli
 from bulkmail.peers.smtp import Script
@@ -96,3 +97,17 @@ def test_json_lines_and_csv_to_a_file_keep_the_reply_exact(world: World) -> None
     jsonl = run(world, "events", "export", "--campaign", str(cid), "--format", "jsonl")
     assert not any(c in jsonl for c in RAW[:2])  # JSON escapes C0 controls itself
     assert "\\u001b]2;owned\\u0007" in jsonl
+
+
+def test_campaign_show_and_status_show_a_hostile_reason_escaped(world: World) -> None:
+    world.mx("a.test", (10, "127.0.0.3"))
+    world.subscribers(["fine@a.test"])
+    cid = world.campaign()
+    with world.db().session() as s:  # what an auto-pause writes: the server's last reply
+        s.execute(
+            text("UPDATE campaigns SET state_reason = :r WHERE id = :c"), {"r": HOSTILE, "c": cid}
+        )
+    for command in ("show", "status"):
+        out = run(world, "campaigns", command, str(cid))
+        assert "no such user" in out and "\\x1b]2;owned" in out, out
+        assert not any(c in out for c in RAW), command
