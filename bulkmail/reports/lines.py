@@ -16,6 +16,7 @@ from sqlalchemy import text
 from bulkmail.db.engine import Database
 from bulkmail.db.models import FINAL_STATES, PENDING_STATES
 from bulkmail.reports.model import format_rate
+from bulkmail.reports.terminal import printable
 
 _ATTEMPTED = ("sent", "complained", "bounced", "expired", "failed")
 
@@ -95,7 +96,7 @@ def format_campaign_line(row: dict[str, Any]) -> str:
     ``   3  May news                 running   2025-05-01 09:00Z 120/200 (60%)  120 ...``."""
     done = f"{row['done']}/{row['total']} ({row['progress'] * 100:.0f}%)"
     return (
-        f"{row['id']:>4}  {row['name'][:24]:<24} {row['state']:<9} "
+        f"{row['id']:>4}  {printable(row['name'])[:24]:<24} {row['state']:<9} "
         f"{format_time(row['scheduled_at']):<17} {done:<16}"
         + "".join(f" {row[k]:>8}" for k in COUNT_COLUMNS)
         + f"  {format_rate(row['rate'])}"

@@ -99,14 +99,17 @@ def test_json_lines_and_csv_to_a_file_keep_the_reply_exact(world: World) -> None
     assert "\\u001b]2;owned\\u0007" in jsonl
 
 
-def test_campaign_show_and_status_show_a_hostile_reason_escaped(world: World) -> None:
+def test_campaign_list_show_and_status_show_a_hostile_name_and_reason_escaped(world: World) -> None:
     world.mx("a.test", (10, "127.0.0.3"))
     world.subscribers(["fine@a.test"])
     cid = world.campaign()
     with world.db().session() as s:  # what an auto-pause writes: the server's last reply
         s.execute(
-            text("UPDATE campaigns SET state_reason = :r WHERE id = :c"), {"r": HOSTILE, "c": cid}
+            text("UPDATE campaigns SET state_reason = :r, name = :n WHERE id = :c"),
+            {"r": HOSTILE, "n": "May\x1b[2J", "c": cid},
         )
+    listed = run(world, "campaigns", "list")
+    assert "May\\x1b[2J" in listed and not any(c in listed for c in RAW), listed
     for command in ("show", "status"):
         out = run(world, "campaigns", command, str(cid))
         assert "no such user" in out and "\\x1b]2;owned" in out, out
