@@ -57,7 +57,11 @@ def judge(report: Report, rcpt: Recipient) -> Judgement:
     if report.kind not in (BOUNCE, DELAYED) or action != "failed":
         category = "delayed" if action == "delayed" else (action or "uncategorised")
         if action == "delayed":
-            category = classify_reply(reply).bounce_class.value if code else "transient"
+            category = (
+                classify_reply(reply, report.refused_at_rcpt).bounce_class.value
+                if code
+                else "transient"
+            )
         return Judgement(
             rcpt.address,
             action,
@@ -68,7 +72,7 @@ def judge(report: Report, rcpt: Recipient) -> Judgement:
             False,
             False,
         )
-    verdict = classify_reply(reply)
+    verdict = classify_reply(reply, report.refused_at_rcpt)
     bounced = verdict.disposition is Disposition.BOUNCED
     return Judgement(
         rcpt.address,

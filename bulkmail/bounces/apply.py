@@ -320,8 +320,16 @@ def _record(
     changed = state is not None and _set_state(s, row.id, state, code, enhanced, detail, now)
     if suppress:
         why = "complaint" if event == EVENT_COMPLAINED else "bounce"
-        add_suppressions(s, [(row.email, f"{why}: {detail} (via {source})", why)], now)
+        named = "complaint" if event == EVENT_COMPLAINED else bounce_class(report, rcpt)
+        reason = f"{why}: {named}: {detail} (via {source})"  # the taxonomy's class says why
+        add_suppressions(s, [(row.email, reason, why)], now)
     return _replace(effect, state=state if changed else None)
+
+
+def bounce_class(report: Report, rcpt: Recipient) -> str:
+    """The taxonomy's class of one recipient's failure (``delivery.taxonomy``)."""
+    reply = reply_from_dsn(rcpt.status, rcpt.diagnostic or None)
+    return str(classify_reply(reply, report.refused_at_rcpt).bounce_class)
 
 
 def _decide(
@@ -335,7 +343,7 @@ def _decide(
     code = reply.code or None
     if rcpt.action == "delayed":
         return EVENT_DELAYED, None, False, code, reply.enhanced, detail
-    verdict = classify_reply(reply)
+    verdict = classify_reply(reply, report.refused_at_rcpt)
     if verdict.disposition is Disposition.BOUNCED:
         return EVENT_BOUNCED, BOUNCED, verdict.suppress, code, reply.enhanced, detail
     return EVENT_SOFT, None, False, code, reply.enhanced, detail

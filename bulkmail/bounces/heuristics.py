@@ -337,15 +337,23 @@ def _flufl_addresses(msg: Message) -> list[str]:
 
 
 def _recipient(address: str, text: str) -> Found:
-    """(address, action, status, diagnostic): the SMTP reply after the address if there is one,
-    else the words around it ("kijitora@x on <date>\n The recipient name is not recognized")."""
+    """(address, action, status, diagnostic): the SMTP reply on or after the address's line if
+    there is one, else the words around it ("x@y on <date>\n The recipient name is not
+    recognized"), from each place the text names it."""
     lower = text.lower()
-    at = lower.find(address)
-    window = text[at : at + 800] if at >= 0 else ""
-    status, diagnostic = find_reply(window)
+    places = [m.start() for m in re.finditer(re.escape(address), lower)][:3]
+    status = diagnostic = ""
+    for at in places:
+        start = text.rfind("\n", 0, at) + 1
+        if _SMTP_REPLY.match(text, start) and start < at:  # "554 <x@y>... Host unknown"
+            status, diagnostic = find_reply(_line_from(text, start))
+        else:
+            status, diagnostic = find_reply(text[at : at + 800])
+        if status:
+            break
     if not status:
         status, reply = find_reply(text)
-        diagnostic = _context(text, at) if at >= 0 else reply
+        diagnostic = " ".join(_context(text, at) for at in places)[:500] or reply
         if reply and reply not in diagnostic:
             diagnostic = f"{diagnostic} {reply}".strip()[:500]
     action, status = _action(status, text)
@@ -368,8 +376,14 @@ def _context(text: str, at: int) -> str:
     start = text.rfind("\n", 0, at) + 1
     lines = text[start:].split("\n")
     kept = [lines[0]]
-    for line in lines[1:5]:
-        if not line.strip() or _ADDRESS_RE.search(line) and "(" not in line:
+    blank = False
+    for line in lines[1:6]:
+        if not line.strip():
+            if blank or len(kept) > 1:
+                break
+            blank = True  # one blank line between "... to <x>." and the reason is allowed
+            continue
+        if _ADDRESS_RE.search(line) and "(" not in line or _RETURNED.match(line):
             break
         kept.append(line)
     return " ".join(" ".join(kept).split())[:500]

@@ -89,7 +89,11 @@ class Report:
     subject: str = ""
     sender: str = ""  # the From address
     error: str = ""  # why the message could not be parsed ("" when it could)
+    refused_at_rcpt: bool = False  # the report shows the refusal answered RCPT TO
     notes: tuple[str, ...] = field(default=())  # how the kind was decided, for the operator
+
+
+_RCPT = re.compile(r"\bRCPT\b", re.IGNORECASE)
 
 
 def parse_report(data: bytes) -> Report:
@@ -98,6 +102,10 @@ def parse_report(data: bytes) -> Report:
     try:
         msg = email.message_from_bytes(data[:MAX_MESSAGE], policy=email.policy.compat32)
         report = _parse(msg)
+        if report.kind in (BOUNCE, DELAYED):
+            said = " ".join(r.diagnostic for r in report.recipients)
+            said += heuristics.human_text(msg)
+            report = replace(report, refused_at_rcpt=_RCPT.search(said) is not None)
     except Exception as exc:  # noqa: BLE001 - the contract: a parse failure is a value
         return Report(UNKNOWN, reference=reference, error=f"{type(exc).__name__}: {exc}"[:300])
     return report if report.reference else replace(report, reference=reference)

@@ -207,14 +207,18 @@ _RETRY_HINT = re.compile(
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def classify_reply(reply: Reply) -> Verdict:
-    """Classify one reply: the taxonomy's class, and what it means for the delivery."""
+def classify_reply(reply: Reply, refused_at_rcpt: bool | None = None) -> Verdict:
+    """Classify one reply: the taxonomy's class, and what it means for the delivery.
+
+    ``refused_at_rcpt``: for a DSN, whether it says the receiver refused at RCPT TO (see
+    ``taxonomy.classify``); None at SMTP time.
+    """
     klass = reply.code // 100
     text = reply.text.lower()
     if klass == 2:
         return Verdict(Category.DELIVERED, Disposition.SENT, False)
     hint = retry_hint(text)
-    named = classify(reply.code, reply.enhanced, text)
+    named = classify(reply.code, reply.enhanced, text, refused_at_rcpt)
     if klass == 4:
         category = _temporary_category(reply, text)
         return Verdict(category, Disposition.DEFERRED, False, hint, named)

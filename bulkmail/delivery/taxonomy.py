@@ -75,7 +75,7 @@ def _words(*alternatives: str) -> re.Pattern[str]:
 _SPAM_BLOCK = _words(
     r"spamhaus|spamcop|barracuda|sorbs|dnsbl|\brbl\b|uceprotect|spam-?rats|abuseat",
     r"black ?list|block ?list|blacklisted|blocklisted|deny ?list",
-    r"listed (?:on|in|at|by)\b|\bbl\?ip=|/query/(?:bl|ip)",
+    r"(?<!not )listed (?:on|in|at|by)\b|\bbl\?ip=|/query/(?:bl|ip)",
     r"reputation|\bip (?:address )?(?:\S+ )?(?:is )?(?:blocked|banned|rejected|not allowed)",
     r"blocked (?:by|using|because|due)|has been blocked|are blocked",
     r"\b(?:client|sender|connecting) (?:host|ip)\b.{0,40}(?:rejected|refused|blocked)",
@@ -117,7 +117,8 @@ _POLICY = _words(
 _BAD_DOMAIN = _words(
     r"host or domain name not found|domain (?:name )?not found|no such domain|unrouteable address",
     r"domain (?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:invalid|unknown)",
-    r"couldn't find (?:a mail exchanger|any host)|host unknown|host not found|unknown host",
+    r"couldn't find (?:a mail exchanger|any host)|host unknown|host (?:\S+ )?not found",
+    r"unknown host",
     r"(?:mx|srv) record indicated no smtp service|null mx|does not accept mail",
     r"no mx (?:record|host)|name service error .{0,60}host not found|nxdomain",
     r"domain (?:is )?not (?:reachable|resolvable)",
@@ -142,12 +143,29 @@ _REFUSED_BY_CHOICE = _words(
     r"recipient(?:'s)? preferences|refused by (?:the )?recipient|blocked by (?:the )?recipient"
     r"|recipient (?:has )?(?:blocked|rejected) (?:you|the sender|your)"
 )
+_DNS_RETRY = _words(r"not found,? try again|temporary (?:dns|lookup|name ?server) failure")
 _TOO_MANY_RCPTS = _words(r"too many recipients")
 _SIZE = _words(r"too (?:big|large)|size limit|exceeds? .{0,30}size|message size|message length")
 
 
-def classify(code: int, enhanced: str | None, text: str) -> BounceClass:
-    """The class of one failure reply: basic ``code``, ``enhanced`` ("5.1.1" or None), text."""
+def classify(
+    code: int, enhanced: str | None, text: str, refused_at_rcpt: bool | None = None
+) -> BounceClass:
+    """The class of one failure reply: basic ``code``, ``enhanced`` ("5.1.1" or None), text.
+
+    ``refused_at_rcpt`` is what a DSN says about when the receiver refused (None: not known,
+    as at SMTP time). X.2.1 "mailbox disabled" is a bad address when it answered RCPT TO; said
+    later (a filter after DATA, a forwarder's report) it is the mailbox's state, not the
+    address's: an inactive mailbox.
+    """
+    found = _classify(code, enhanced, text)
+    if found is BounceClass.INVALID_RECIPIENT and refused_at_rcpt is False:
+        if enhanced is not None and enhanced.split(".", 1)[1] == "2.1":
+            return BounceClass.INACTIVE_MAILBOX
+    return found
+
+
+def _classify(code: int, enhanced: str | None, text: str) -> BounceClass:
     klass = code // 100 if code else int(enhanced[0]) if enhanced else 0
     detail = enhanced.split(".", 1)[1] if enhanced else None
     subject = detail.split(".")[0] if detail else None
@@ -247,7 +265,7 @@ def _by_text(text: str) -> BounceClass | None:
         return BounceClass.CONTENT
     if _BAD_DOMAIN.search(text):
         # "Name service error ...: Host not found, try again": a DNS failure, not an answer.
-        return BounceClass.ROUTING if "try again" in text else BounceClass.BAD_DOMAIN
+        return BounceClass.ROUTING if _DNS_RETRY.search(text) else BounceClass.BAD_DOMAIN
     if _INVALID_RECIPIENT.search(text):
         return BounceClass.INVALID_RECIPIENT
     return None
