@@ -244,13 +244,17 @@ def _migrate(db: Database, revision: str) -> str:
     cfg.set_main_option("script_location", str(migrations_dir()))
     with db_errors(db.url), db.engine.connect() as conn:
         cfg.attributes["connection"] = conn
+        before = MigrationContext.configure(conn).get_current_revision()
         try:
             command.upgrade(cfg, revision)
         except (CommandError, DBAPIError) as exc:  # an unknown revision, a failing statement
             orig = getattr(exc, "orig", None) or exc
-            detail = " ".join(str(orig).split())
+            detail = redact(" ".join(str(orig).split()))
+            if isinstance(exc, CommandError) and "Can't locate revision" in detail:
+                detail += " (written by a newer bulkmail? upgrade bulkmail)"
             raise DatabaseError(
-                f"database {describe(db.url)}: schema upgrade failed: {redact(detail)}"
+                f"database {describe(db.url)}: schema upgrade from revision {before or 'none'}"
+                f" to {revision} failed: {detail}"
             ) from None
         conn.commit()
         current = MigrationContext.configure(conn).get_current_revision()
