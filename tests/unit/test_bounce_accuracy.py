@@ -1,0 +1,142 @@
+"""The classifier against a real-world corpus, judged by a reference analyser (issue 13 §4).
+
+``scripts/bounce_accuracy.py`` measures; these tests hold the figures. Targets met are held
+at the target; the two not yet met (agreement 95%, wrongly suppressed 2%) are held at what
+is reached now, so they can only get better. Where bulkmail deliberately differs from the
+reference, a test below says why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from bulkmail.bounces.analyse import analyse
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CORPUS = ROOT / "tests" / "fixtures" / "bounces-real"
+
+
+def _script():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(
+        "bounce_accuracy", ROOT / "scripts" / "bounce_accuracy.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def figures() -> dict[str, float]:
+    return _script().measure(CORPUS)["figures"]
+
+
+def test_the_corpus_copy_keeps_its_licence_and_every_expected_file() -> None:
+    assert "BSD 2-CLAUSE" in (CORPUS / "LICENSE").read_text()
+    assert len(list((CORPUS / "mail").glob("*.eml"))) == 295
+
+
+def test_targets_met_stay_met(figures: dict[str, float]) -> None:
+    assert figures["recipient_found"] >= 0.95
+    assert figures["complaints_autoreplies"] >= 0.90
+    assert figures["non_bounces_as_bounces"] == 0
+
+
+def test_figures_not_yet_at_target_do_not_get_worse(figures: dict[str, float]) -> None:
+    # Before this work: agreement 82.9%, wrongly suppressed 9.9% (targets: 95%, 2%).
+    assert figures["agreement"] >= 0.93
+    assert figures["wrongly_suppressed"] <= 0.062
+
+
+def one(name: str) -> tuple[str, list[tuple[str, str, str, bool]]]:
+    a = analyse((CORPUS / "mail" / name).read_bytes(), name)
+    return a.kind, [(r.address, r.status, r.category, r.hard) for r in a.recipients]
+
+
+@pytest.mark.parametrize(
+    "name, kind, recipient",
+    [
+        # The Diagnostic-Code's own code beats a generic or wrong Status (Status: 5.1.1).
+        (
+            "lhost-sendmail-33.eml",
+            "bounce",
+            ("mailboxfull@neko.example.org", "5.7.1", "spam_block", False),
+        ),
+        # 5.4.4 "couldn't find a mail exchanger": a bad domain, suppressed.
+        ("lhost-qmail-11.eml", "bounce", ("neko@nyaan.jp", "5.4.4", "bad_domain", True)),
+        # A blocklist URL never suppresses, whatever the code (553, Status 5.1.3).
+        ("rhost-godaddy-02.eml", "bounce", ("kijitora@example.com", "5.1.3", "spam_block", False)),
+        # Auto-Submitted on a Google Groups DSN does not make it an auto-reply.
+        (
+            "lhost-googlegroups-02.eml",
+            "bounce",
+            ("libsisimai@googlegroups.com", "5.0.0", "uncategorised", False),
+        ),
+        # From: MAILER-DAEMON <>; "error delivering your mail to <x>" (DragonFly).
+        (
+            "lhost-dragonfly-09.eml",
+            "bounce",
+            ("filtered@libsisimai.net", "5.2.1", "invalid_recipient", True),
+        ),
+        # A broken MIME boundary: the delivery-status fields are read from the text.
+        (
+            "rhost-google-02.eml",
+            "bounce",
+            ("neko-nyaan@example.org", "5.1.1", "invalid_recipient", True),
+        ),
+        # "addr: Domain does not exist" (OpenSMTPD), from a daemon with a null return path.
+        (
+            "lhost-opensmtpd-03.eml",
+            "bounce",
+            ("kijitora@neko.example.jp", "5.0.0", "bad_domain", True),
+        ),
+        # "The recipient name is not recognized" on the line after the address (Exchange 2003).
+        (
+            "lhost-exchange2003-02.eml",
+            "bounce",
+            ("kijitora@example.co.jp", "5.0.0", "invalid_recipient", True),
+        ),
+        # "550 User not found"; a post_master@ sender is a daemon (Verizon).
+        (
+            "lhost-postfix-76.eml",
+            "bounce",
+            ("this-local-part-does-not-exist@rakumail.jp", "5.0.0", "invalid_recipient", True),
+        ),
+        (
+            "lhost-verizon-02.eml",
+            "bounce",
+            ("may-be-straycat-nyaaaaaan@vtext.com", "5.0.0", "invalid_recipient", True),
+        ),
+        # Amazon SES notifications in SNS JSON: a complaint, a delivery.
+        (
+            "lhost-amazonses-11.eml",
+            "complaint",
+            ("complaint@simulator.amazonses.com", "", "complaint", False),
+        ),
+        (
+            "lhost-amazonses-12.eml",
+            "unknown",
+            ("success@simulator.amazonses.com", "2.6.0", "delivered", False),
+        ),
+    ],
+)
+def test_known_patterns(name: str, kind: str, recipient: tuple[str, str, str, bool]) -> None:
+    got_kind, recipients = one(name)
+    assert got_kind == kind
+    assert recipient in recipients
+
+
+def test_deliberate_difference_450_4_1_1_is_temporary_by_its_code() -> None:
+    """The reference calls this hard; a 4xx is a deferral by RFC 5321 and is retried."""
+    _kind, [(_address, status, _category, hard)] = one("lhost-postfix-05.eml")
+    assert (status, hard) == ("4.1.1", False)
+
+
+def test_deliberate_difference_policy_words_beat_unknown_user_words() -> None:
+    """553 "Invalid recipient" under Status 5.7.1: the reference says unknown user; a wrong
+    suppression loses a subscriber for good, so a policy code is never a bad address."""
+    _kind, recipients = one("lhost-bigfoot-02.eml")
+    assert recipients[0][2:] == ("policy", False)
