@@ -79,9 +79,9 @@ def empty(tmp_path: Path) -> Iterator[Path]:
 def test_wheel_carries_every_package_migration_and_template(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert not [n for n in names if n.endswith(".pyc")]
-    for init in (ROOT / "bulkmail").rglob("__init__.py"):
-        if "__pycache__" not in init.parts:
-            assert f"{init.relative_to(ROOT).as_posix()}" in names  # listed in pyproject.toml
+    for path in (ROOT / "bulkmail").rglob("*"):  # every package (listed in pyproject.toml)
+        if path.is_file() and "__pycache__" not in path.parts:  # and data file, like *.j2
+            assert f"{path.relative_to(ROOT).as_posix()}" in names
     for top, package in (
         ("migrations", "bulkmail/migrations"),
         ("templates", "bulkmail/templates"),
