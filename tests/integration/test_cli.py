@@ -100,6 +100,7 @@ def test_a_full_session_of_commands(run, tmp_path: Path, db_url: str) -> None:  
         "skipped": 0,
         "complained": 0,
         "cancelled": 0,
+        "reason": "",  # nothing paused, missed or cancelled it
     }
     assert "May" in run("campaigns", "list").output
     preview = run("campaigns", "preview", str(cid), "--to", "ann@example.com")
