@@ -3,10 +3,15 @@
 The engine asks ``MessageFactory.build`` for each claimed delivery; composers (compiled
 templates, constant headers) are made once per campaign and the DKIM signers once per
 process. ``preview_bytes`` is the same path for ``campaigns preview``.
+
+A message that cannot be built for one member (its template fails for that member's values,
+or composing hits anything unexpected) raises a :class:`~bulkmail.errors.TemplateError`: the
+engine records that delivery ``failed`` with the reason and goes on with everyone else.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from bulkmail.campaigns import composer_for, find_recipient, recipient_of
@@ -14,8 +19,10 @@ from bulkmail.compose.mime import Composer
 from bulkmail.config import Settings
 from bulkmail.db.engine import Database
 from bulkmail.db.queries import Claimed
-from bulkmail.errors import SigningError
+from bulkmail.errors import BulkmailError, SigningError, TemplateError
 from bulkmail.signing.dkim import DkimSigner, sign_all
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,16 @@ class MessageFactory:
         return c
 
     def build(self, item: Claimed) -> Message:
-        composed = self.composer(item.campaign_id).compose(
-            recipient_of(item.subscriber_id, item.email, item.name, item.attributes)
-        )
+        composer = self.composer(item.campaign_id)
+        try:
+            composed = composer.compose(
+                recipient_of(item.subscriber_id, item.email, item.name, item.attributes)
+            )
+        except BulkmailError:
+            raise
+        except Exception as exc:  # a bug met by one member's data must not stop the send
+            log.exception("composing delivery %s failed", item.id)
+            raise TemplateError(f"cannot compose: {type(exc).__name__}: {exc}") from None
         data = sign_all(self._signers, composed.data) if self._signers else composed.data
         return Message(composed.envelope_from, composed.recipient, data, composed.needs_smtputf8)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bulkmail.audience.importer import import_csv
 from bulkmail.audience.lists import create_list
+from bulkmail.compose import mime
 from tests.integration.world import World
 
 
@@ -49,4 +52,28 @@ def test_a_member_whose_render_fails_is_failed_with_the_reason_and_the_rest_are_
     assert late.state == "failed"
     assert late.last_text == (
         f"template {folder}/body.txt line 2: 'subscriber.attributes' has no attribute 'city'"
+    )
+
+
+def test_an_unexpected_compose_error_fails_that_member_only(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.mx("a.test", (10, "127.0.0.2"))
+    world.subscribers(["ann@a.test", "odd@a.test", "cy@a.test"])
+    cid = world.campaign()
+    real = mime.format_address
+
+    def breaks_on_odd(name: str, address: str, first_used: int) -> list[str]:
+        if address == "odd@a.test":
+            raise ValueError("a bug only this member's data meets")
+        return real(name, address, first_used)
+
+    monkeypatch.setattr(mime, "format_address", breaks_on_odd)
+    report = world.send(cid)
+    assert report.state == "finished"
+    assert world.recipients_received() == ["ann@a.test", "cy@a.test"]
+    odd = world.states(cid)["odd@a.test"]
+    assert (odd.state, odd.last_text) == (
+        "failed",
+        "cannot compose: ValueError: a bug only this member's data meets",
     )
