@@ -131,6 +131,10 @@ class BounceSettings:
     mailbox: str = "INBOX"
     processed_folder: str = "bulkmail-processed"  # IMAP: where recognised messages are moved
     ca_file: str = ""
+    # Soft bounces that add up: a full or inactive mailbox on this many deliveries within this
+    # many days suppresses the address (0: never). Policy and spam blocks never count.
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 14.0
 
 
 @dataclass(frozen=True)

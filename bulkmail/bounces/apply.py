@@ -41,6 +41,7 @@ from sqlalchemy import text
 
 from bulkmail.audience.addresses import InvalidAddress, address_key, normalize_address
 from bulkmail.audience.unsubscribe import find_target, unsubscribe
+from bulkmail.bounces.escalate import DEFAULT_SOFT_LIMIT, SoftLimit, adds_up, escalation
 from bulkmail.bounces.parse import BOUNCE, COMPLAINT, DELAYED, UNSUBSCRIBE, Recipient, Report
 from bulkmail.compose.tokens import message_id, parse_token
 from bulkmail.db.engine import Database
@@ -107,6 +108,7 @@ def apply_report(
     source: str,
     now: float | None = None,
     dry_run: bool = False,
+    soft_limit: SoftLimit = DEFAULT_SOFT_LIMIT,
 ) -> Outcome:
     """Write what ``report`` means (nothing when ``dry_run``) and say what it did."""
     stamp = clock() if now is None else now
@@ -137,7 +139,7 @@ def apply_report(
             )
         row, how = anchor
         rcpt = _about(recipients, row)
-        effect = _record(s, report, rcpt, row, how, source, stamp, dry_run)
+        effect = _record(s, report, rcpt, row, how, source, stamp, dry_run, soft_limit)
     ignored = [r.address for r in recipients if r is not rcpt and r.address]
     note = f"ignored (not the delivery the report proves): {', '.join(ignored)}" if ignored else ""
     return Outcome(report.kind, True, (effect,), note)
@@ -269,6 +271,7 @@ def _record(
     source: str,
     now: float,
     dry_run: bool,
+    soft_limit: SoftLimit = DEFAULT_SOFT_LIMIT,
 ) -> Effect:
     """One delivery's event, state change and suppression (skipped if recorded before)."""
     event, state, suppress, code, enhanced, detail = _decide(report, rcpt)
@@ -318,6 +321,11 @@ def _record(
     if not inserted.rowcount:  # a concurrent run recorded it a moment ago
         return _replace(effect, state=None, suppressed=False, recorded=False)
     changed = state is not None and _set_state(s, row.id, state, code, enhanced, detail, now)
+    if not suppress and event in (EVENT_SOFT, EVENT_BOUNCED) and adds_up(code, enhanced, detail):
+        escalated = escalation(s, row.email, now, soft_limit)
+        if escalated is not None:  # the last of several full/inactive-mailbox failures
+            add_suppressions(s, [(row.email, f"{escalated} (via {source})", "bounce")], now)
+            return _replace(effect, state=state if changed else None, suppressed=True)
     if suppress:
         why = "complaint" if event == EVENT_COMPLAINED else "bounce"
         named = "complaint" if event == EVENT_COMPLAINED else bounce_class(report, rcpt)

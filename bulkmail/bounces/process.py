@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkmail.bounces.apply import Effect, Outcome, apply_report
+from bulkmail.bounces.escalate import DEFAULT_SOFT_LIMIT, SoftLimit
 from bulkmail.bounces.parse import parse_report
 from bulkmail.bounces.sources import (
     Fetched,
@@ -106,7 +107,15 @@ def import_files(
 ) -> RunReport:
     """Process the messages in ``paths`` (single messages or mbox files). Files stay as they are."""
     report = RunReport("files", dry_run)
-    run(db, settings.secret(), read_files(paths), report, source="file", now=now)
+    run(
+        db,
+        settings.secret(),
+        read_files(paths),
+        report,
+        source="file",
+        now=now,
+        soft_limit=soft_limit(settings),
+    )
     return report
 
 
@@ -127,6 +136,7 @@ def fetch_mailbox(
             source=cfg.protocol,
             remove=None if dry_run else box.remove,
             now=now,
+            soft_limit=soft_limit(settings),
         )
     except BaseException:
         box.abandon()
@@ -144,6 +154,7 @@ def run(
     source: str,
     remove: Callable[[Fetched], None] | None = None,
     now: float | None = None,
+    soft_limit: SoftLimit = DEFAULT_SOFT_LIMIT,
 ) -> None:
     """Parse and apply every message of ``items``, appending to ``report``."""
     for item in items:
@@ -151,7 +162,13 @@ def run(
         parsed = parse_report(item.data)
         try:
             outcome = apply_report(
-                db, parsed, secret, source=source, now=stamp, dry_run=report.dry_run
+                db,
+                parsed,
+                secret,
+                source=source,
+                now=stamp,
+                dry_run=report.dry_run,
+                soft_limit=soft_limit,
             )
         except BulkmailError:
             raise
@@ -174,6 +191,11 @@ def run(
                 outcome.forged,
             )
         )
+
+
+def soft_limit(settings: Settings) -> SoftLimit:
+    """``[bounces] soft_bounce_limit`` / ``soft_bounce_days``."""
+    return SoftLimit(settings.bounces.soft_bounce_limit, settings.bounces.soft_bounce_days)
 
 
 def mailbox_config(settings: Settings) -> MailboxConfig:

@@ -1,0 +1,69 @@
+"""Soft bounces that add up (issue 13 §5): a mailbox that keeps failing for its own reasons.
+
+A full or inactive mailbox is the recipient's fault but may come back, so one such failure
+suppresses nothing. The same address failing so on ``count`` deliveries within ``days`` days
+is suppressed, with that reason. Every recorded event counts, whoever recorded it (a DSN read
+by ``bounces``, or the engine's own deferrals and bounces at SMTP time), each delivery once.
+A policy or spam block, a rate limit, a routing problem never counts: those are about us.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from bulkmail.delivery.classify import Reply, classify_reply
+from bulkmail.delivery.taxonomy import ADDS_UP
+
+#: The event kinds that can carry a recipient-side soft failure.
+_KINDS = ("soft_bounce", "bounced", "deferred")
+
+
+@dataclass(frozen=True)
+class SoftLimit:
+    """``count`` deliveries within ``days`` days suppress the address (count 0: never)."""
+
+    count: int = 3
+    days: float = 14.0
+
+
+def adds_up(code: int | None, enhanced: str | None, detail: str) -> bool:
+    """Whether one recorded failure is a recipient-side soft one (full or inactive mailbox)."""
+    if not code:
+        return False
+    return classify_reply(Reply(code, detail or "", enhanced)).bounce_class in ADDS_UP
+
+
+def soft_failures(s: Any, email: str, now: float, limit: SoftLimit) -> tuple[int, str]:
+    """(deliveries to ``email`` with a recipient-side soft failure in the window, an example)."""
+    rows = s.execute(
+        text(
+            "SELECT delivery_id, code, enhanced, text FROM events WHERE email = :email "
+            "AND created_at >= :since AND kind IN ('soft_bounce', 'bounced', 'deferred') "
+            "ORDER BY id DESC LIMIT 500"
+        ),
+        {"email": email, "since": now - limit.days * 86400},
+    ).all()
+    deliveries: set[int] = set()
+    example = ""
+    for delivery_id, code, enhanced, detail in rows:
+        if delivery_id is not None and adds_up(code, enhanced, detail or ""):
+            deliveries.add(delivery_id)
+            example = example or (detail or "")
+    return len(deliveries), example
+
+
+def escalation(s: Any, email: str, now: float, limit: SoftLimit) -> str | None:
+    """The suppression reason if ``email`` has reached the limit, else None."""
+    if limit.count <= 0:
+        return None
+    n, example = soft_failures(s, email, now, limit)
+    if n < limit.count:
+        return None
+    days = f"{limit.days:g}"
+    return f"soft bounces: {n} deliveries in {days} days (full or inactive mailbox): {example}"
+
+
+DEFAULT_SOFT_LIMIT = SoftLimit()
