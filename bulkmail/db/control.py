@@ -209,18 +209,28 @@ def slot_keys(site: str, connections: int) -> list[str]:
 _TAKE_SLOT = text("""
     INSERT INTO site_leases (site, owner, lease_until) VALUES (:key, :owner, :until)
     ON CONFLICT (site) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
-    WHERE site_leases.owner = excluded.owner OR site_leases.lease_until < :now
+    WHERE site_leases.owner = excluded.owner OR (site_leases.lease_until < :now
+          AND NOT EXISTS (SELECT 1 FROM workers w
+                          WHERE w.owner = site_leases.owner AND w.seen_at >= :alive))
     RETURNING site""")
 
 
 def acquire_slots(
-    db: Database, site: str, connections: int, owner: str, want: int, now: float, lease: float
+    db: Database,
+    site: str,
+    connections: int,
+    owner: str,
+    want: int,
+    now: float,
+    lease: float,
+    alive_since: float = 1e18,
 ) -> set[str]:
     """Hold up to ``want`` of the site's connection slots; returns the keys ``owner`` holds.
 
-    Each slot is one row; taking one succeeds only if it is free, expired or already ours,
-    so two processes never hold the same slot, and all of them together never hold more
-    than ``connections``."""
+    Each slot is one row; taking one succeeds only if it is free, already ours, or expired
+    with a holder that has written no heartbeat since ``alive_since`` (a live holder late to
+    renew keeps it), so two processes never hold the same slot, and all of them together
+    never hold more than ``connections``."""
     keys = slot_keys(site, connections)
     with db.session() as s:
         rows = s.execute(
@@ -237,7 +247,14 @@ def acquire_slots(
                 break
             if (
                 s.execute(
-                    _TAKE_SLOT, {"key": key, "owner": owner, "until": now + lease, "now": now}
+                    _TAKE_SLOT,
+                    {
+                        "key": key,
+                        "owner": owner,
+                        "until": now + lease,
+                        "now": now,
+                        "alive": alive_since,
+                    },
                 ).first()
                 is not None
             ):

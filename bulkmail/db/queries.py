@@ -34,6 +34,7 @@ from bulkmail.db.models import (
 )
 
 ENQUEUE_BATCH = 20000
+NEVER = 1e18  # an ``alive_since`` no heartbeat reaches: judge by the lease alone
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,22 @@ def claim(
     lease: float,
     limit: int,
     exclude_domains: Iterable[str] = (),
+    alive_since: float | None = None,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries of the campaigns for ``owner``."""
+    """Claim up to ``limit`` due deliveries of the campaigns for ``owner``.
+
+    A row in ``sending`` whose lease lapsed is taken over only if its holder has not written a
+    heartbeat since ``alive_since``: a live engine that is merely late to renew (a loaded
+    machine) keeps its rows, so nothing it is sending or has sent goes out twice. Dead
+    holders' rows are made due at once by ``control.reclaim``."""
     if not campaign_ids or limit <= 0:
         return []
     excluded = sorted(set(exclude_domains))
     skip = "AND domain NOT IN :excluded" if excluded else ""
+    holder_gone = (
+        "AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.owner = deliveries.lease_owner"
+        " AND w.seen_at >= :alive)"
+    )
     lock = "FOR UPDATE SKIP LOCKED" if not db.sqlite else ""
     claimed: list[Any] = []
     with db.session() as s:
@@ -140,6 +151,7 @@ def claim(
                 WHERE id IN (
                     SELECT id FROM deliveries
                     WHERE campaign_id IN :cids AND state = :state AND next_attempt_at <= :now {skip}
+                      {holder_gone if state == SENDING else ""}
                       AND campaign_id IN (SELECT id FROM campaigns WHERE state = '{RUNNING}')
                     ORDER BY next_attempt_at LIMIT :want {lock})
                 RETURNING {_CLAIM_FIELDS}
@@ -151,6 +163,7 @@ def claim(
                 "cids": list(campaign_ids),
                 "state": state,
                 "want": want,
+                "alive": NEVER if alive_since is None else alive_since,
             }
             if excluded:
                 stmt = stmt.bindparams(bindparam("excluded", expanding=True))

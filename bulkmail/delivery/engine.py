@@ -41,7 +41,7 @@ from bulkmail.delivery.autopause import pause_reason, streak_changes
 from bulkmail.delivery.classify import Reply
 from bulkmail.delivery.disposition import RetryPolicy, decide, failed
 from bulkmail.delivery.leases import LeaseBook
-from bulkmail.delivery.pipeline import MessageFactory
+from bulkmail.delivery.pipeline import CampaignUnusable, MessageFactory
 from bulkmail.delivery.recorder import Recorder
 from bulkmail.delivery.retry import parse_duration
 from bulkmail.delivery.routing import MxResolver, RelayRouter, Route
@@ -178,18 +178,20 @@ class Engine:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            now = time.time()
             rows = await self.in_db(
                 queries.claim,
                 self.db,
                 self.active,
                 self.owner,
-                time.time(),
+                now,
                 self.lease,
                 min(self.batch, room),
                 self.excluded,
+                now - owners.STALE_HEARTBEAT_SECONDS,  # live holders keep lapsed rows
             )
             if rows:
-                self.book.held((r.id for r in rows), time.time())
+                self.book.held((r.id for r in rows), now)
                 if await self._dispatch(rows) == len(rows):
                     # All of it belongs to sites whose slots other engines hold: let them
                     # work, ask again shortly (the rows are due again at once).
@@ -264,6 +266,7 @@ class Engine:
             want,
             time.time(),
             self.site_lease,
+            time.time() - owners.STALE_HEARTBEAT_SECONDS,
         )
         site.set_slots(held)
         if len(site.slots) >= want:
@@ -328,6 +331,9 @@ class Engine:
             return session
         try:
             message = self.factory.build(row)
+        except CampaignUnusable:  # the factory paused the campaign: the row waits for resume
+            self._give_back.append(row.id)
+            return session
         except BulkmailError as exc:
             self.recorder.add(failed(row, str(exc)))
             return session
@@ -455,7 +461,8 @@ class Engine:
     async def _heartbeat(self) -> None:
         at = time.time()
         live = await self.in_db(control.heartbeat, self.db, self.owner, at, HEARTBEAT_WINDOW)
-        self.book.beat(at)
+        if self.book.beat(at):  # after a gap: renew (and learn what was lost) this tick
+            self._last_renew = -1e9
         if time.monotonic() - self._started < HEARTBEAT_WINDOW:
             live = max(live, self.peers_hint)  # siblings started with us may not have beaten yet
         self.live = live

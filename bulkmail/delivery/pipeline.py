@@ -6,7 +6,10 @@ process. ``preview_bytes`` is the same path for ``campaigns preview``.
 
 A message that cannot be built for one member (its template fails for that member's values,
 or composing hits anything unexpected) raises a :class:`~bulkmail.errors.TemplateError`: the
-engine records that delivery ``failed`` with the reason and goes on with everyone else.
+engine records that delivery ``failed`` with the reason and goes on with everyone else. A
+campaign whose template cannot be loaded at all (its folder is gone, or missing on this host
+of a fleet) is a fault of the campaign, not of its members: it is paused with the reason
+(:class:`CampaignUnusable`) and no delivery is failed, so fixing it and resuming sends to all.
 """
 
 from __future__ import annotations
@@ -17,12 +20,18 @@ from dataclasses import dataclass
 from bulkmail.campaigns import composer_for, find_recipient, recipient_of
 from bulkmail.compose.mime import Composer
 from bulkmail.config import Settings
-from bulkmail.db.engine import Database
+from bulkmail.db import control
+from bulkmail.db.engine import Database, now
+from bulkmail.db.models import PAUSED, RUNNING
 from bulkmail.db.queries import Claimed
-from bulkmail.errors import BulkmailError, SigningError, TemplateError
+from bulkmail.errors import BulkmailError, ConfigError, InputError, SigningError, TemplateError
 from bulkmail.signing.dkim import DkimSigner, sign_all
 
 log = logging.getLogger(__name__)
+
+
+class CampaignUnusable(TemplateError):
+    """The campaign cannot be composed for anyone; it has been paused with this reason."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,14 @@ class MessageFactory:
     def composer(self, campaign_id: int) -> Composer:
         c = self._composers.get(campaign_id)
         if c is None:
-            c = composer_for(self._settings, self._db, campaign_id, self._secret)
+            try:
+                c = composer_for(self._settings, self._db, campaign_id, self._secret)
+            except (TemplateError, ConfigError, InputError) as exc:
+                reason = f"{exc}; fix it, then: bulkmail campaigns resume {campaign_id}"
+                control.transition(
+                    self._db, campaign_id, PAUSED, now(), from_states=[RUNNING], reason=reason
+                )
+                raise CampaignUnusable(reason) from None
             self._composers[campaign_id] = c
         return c
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from bulkmail.delivery.owners import STALE_HEARTBEAT_SECONDS
 from bulkmail.peers.smtp import Script
 from tests.integration.world import World
 
@@ -149,10 +150,12 @@ def test_kill_9_then_restart_resumes_at_once_with_the_default_leases(world: Worl
     assert {d.state for d in world.states(cid).values()} == {"sent"}
 
 
+@pytest.mark.slow
 def test_a_stopped_sender_past_its_lease_drops_what_another_took(world: World) -> None:
     # A sends one message, then waits 4 s for its rate; stopped meanwhile (SIGSTOP) past its
-    # 2 s lease, another send takes and delivers the rest. Resumed (SIGCONT), A must learn
-    # from its renewal and its pre-send check that the rows are no longer its own.
+    # 2 s lease and past the 30 s a heartbeat may be late, it looks dead: another send takes
+    # and delivers the rest. Resumed (SIGCONT), A must learn from its renewal and its
+    # pre-send check that the rows are no longer its own, and send none of them.
     world.configure("engine", lease_seconds=2.0, site_lease_seconds=2.0, flush_interval=0.05)
     world.configure("limits.default", connections=1, messages_per_connection=100, rate=0.25)
     world.mx("a.test", (10, "127.0.0.2"))
@@ -168,7 +171,7 @@ def test_a_stopped_sender_past_its_lease_drops_what_another_took(world: World) -
     first.send_signal(signal.SIGSTOP)
     try:
         assert len(world.received()) == 1  # stopped in its rate pause, nothing on the wire
-        time.sleep(3.5)  # past its lease, well within the heartbeat window (it is alive)
+        time.sleep(STALE_HEARTBEAT_SECONDS + 2)  # past its lease and its heartbeat window
         world.configure("limits.default", rate=0)
         report = world.send(cid, wait=True)  # a second sender takes the lapsed rows
         assert report.state == "finished"

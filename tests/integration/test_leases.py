@@ -128,3 +128,22 @@ def test_the_failure_streak_is_shared_reset_by_a_success_and_by_running(
     control.transition(db, cid, "running", now, from_states=["paused"])  # resumed: fresh
     with db.session() as s:
         assert s.execute(text("SELECT failure_streak FROM campaigns")).scalar_one() == 0
+
+
+def test_a_live_holder_late_to_renew_keeps_its_rows_and_slots(db: Database, tmp_path: Path) -> None:
+    # Under load a live engine can be late to renew a 3 s lease; only a holder whose
+    # heartbeat is also stale loses its rows and slots (issue 12: duplicates under load).
+    cid = campaign_with(db, tmp_path, 2)
+    now = time.time()
+    control.heartbeat(db, "late", now - 5, 5)  # alive: heartbeat 5 s old
+    control.heartbeat(db, "stale", now - 40, 5)  # silent for 40 s
+    (late,) = queries.claim(db, [cid], "late", now - 100, 3, 1)  # lease lapsed long ago
+    (stale,) = queries.claim(db, [cid], "stale", now - 100, 3, 1)
+    assert control.acquire_slots(db, "mx", 2, "late", 1, now - 100, 3) == {"mx|0"}
+    assert control.acquire_slots(db, "mx", 2, "stale", 1, now - 100, 3) == {"mx|1"}
+    alive = now - owners.STALE_HEARTBEAT_SECONDS
+    taken = queries.claim(db, [cid], "next", now, 60, 10, alive_since=alive)
+    assert [r.id for r in taken] == [stale.id]
+    assert control.acquire_slots(db, "mx", 2, "next", 2, now, 3, alive_since=alive) == {"mx|1"}
+    assert queries.renew(db, "late", [late.id], now, 3) == {late.id}
+    assert [r.id for r in queries.claim(db, [cid], "lease-only", now + 10, 60, 10)] == [late.id]

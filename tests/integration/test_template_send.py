@@ -8,6 +8,7 @@ import pytest
 
 from bulkmail.audience.importer import import_csv
 from bulkmail.audience.lists import create_list
+from bulkmail.campaigns import resume
 from bulkmail.compose import mime
 from tests.integration.world import World
 
@@ -77,3 +78,30 @@ def test_an_unexpected_compose_error_fails_that_member_only(
         "failed",
         "cannot compose: ValueError: a bug only this member's data meets",
     )
+
+
+def test_a_template_gone_at_send_pauses_the_campaign_and_fails_no_one(
+    world: World, tmp_path: Path
+) -> None:
+    world.mx("a.test", (10, "127.0.0.2"))
+    world.subscribers(["ann@a.test", "bob@a.test"])
+    folder = tmp_path / "tpl"
+    folder.mkdir()
+    (folder / "body.txt").write_text("Hi {{ subscriber.name }}\n")
+    cid = world.campaign(template=str(folder))
+    folder.rename(tmp_path / "moved")  # e.g. a worker host without the folder
+
+    report = world.send(cid)
+
+    assert report.state == "paused"
+    assert report.counts["failed"] == 0 and world.received() == []
+    [(reason,)] = world.sql("SELECT state_reason FROM campaigns WHERE id = :c", c=cid)
+    assert reason.startswith(f"template {str(folder)!r} not found")
+    assert reason.endswith(f"fix it, then: bulkmail campaigns resume {cid}")
+
+    (tmp_path / "moved").rename(folder)
+    db = world.db()
+    resume(db, cid)
+    db.dispose()
+    assert world.send(cid).counts["sent"] == 2
+    assert world.recipients_received() == ["ann@a.test", "bob@a.test"]

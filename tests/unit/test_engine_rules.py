@@ -36,19 +36,32 @@ def test_an_owner_id_names_this_process_only_with_the_same_host_tag() -> None:
     assert local_pid("old-style-host:123:abcd") is None  # ids of older engines: heartbeat only
 
 
-def test_a_row_is_surely_ours_only_with_lease_margin_and_a_fresh_heartbeat() -> None:
-    book = LeaseBook(lease=300.0, stale_after=30.0)
-    book.held([1, 2], now=1000.0)
-    assert not book.sure(1, 1000.0)  # no heartbeat written yet
+def test_a_row_is_surely_ours_while_held_and_our_heartbeat_is_fresh() -> None:
+    book = LeaseBook(lease=3.0, stale_after=30.0)
+    book.held([1, 2], now=999.0)
+    assert not book.sure(1, 999.0)  # no heartbeat written yet
     book.beat(1000.0)
-    assert book.sure(1, 1009.0)
+    book.held([1, 2], now=1000.0)
+    assert book.sure(1, 1009.0)  # the lease lapsed, but a live holder keeps its rows
     assert not book.sure(1, 1011.0)  # our heartbeat is 11 s old: peers may think us dead
-    book.beat(1294.0)
-    assert not book.sure(1, 1295.0)  # within the 10 s margin of its lease: ask the database
     assert book.renewed([1, 2], {1}, now=1005.0) == [2]
-    book.beat(1200.0)
-    assert book.sure(1, 1205.0) and not book.sure(2, 1205.0)
-    assert not book.sure(3, 1205.0)  # never claimed
+    assert book.sure(1, 1005.0) and not book.sure(2, 1005.0)
+    book.forget([1])
+    assert not book.sure(1, 1005.0)
+    assert not book.sure(3, 1005.0)  # never claimed
+
+
+def test_after_a_gap_in_our_heartbeats_every_row_is_in_doubt_until_renewed() -> None:
+    # Resumed after SIGSTOP, the monitor may beat before a lane sends: a fresh heartbeat
+    # must not vouch for rows that peers may have taken while we were silent.
+    book = LeaseBook(lease=300.0, stale_after=30.0)
+    assert book.beat(1000.0)  # the first beat: nothing held yet
+    book.held([1, 2], now=1000.0)
+    assert not book.beat(1001.0) and book.sure(1, 1001.5)
+    assert book.beat(1040.0)  # 39 s of silence
+    assert not book.sure(1, 1040.0) and not book.sure(2, 1040.0)
+    assert book.renewed([1, 2], {2}, now=1040.0) == [1]
+    assert book.sure(2, 1040.5) and not book.sure(1, 1040.5)
 
 
 def test_site_failures_include_refusals_tls_and_policy_not_greylisting_or_recipients() -> None:
