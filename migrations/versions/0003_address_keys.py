@@ -56,27 +56,43 @@ def _fill_keys(bind: Any, table: str) -> None:
         ).all()
         if not rows:
             return
-        bind.execute(
-            sa.text(f"UPDATE {table} SET email_key = :k WHERE id = :id"),
-            [{"k": _key(email), "id": id_} for id_, email in rows],
-        )
+        if bind.dialect.name == "postgresql":  # one statement a page, not one a row
+            bind.execute(
+                sa.text(f"""UPDATE {table} SET email_key = v.k
+                    FROM unnest(CAST(:ids AS integer[]), CAST(:keys AS text[])) AS v(id, k)
+                    WHERE {table}.id = v.id"""),
+                {"ids": [r[0] for r in rows], "keys": [_key(r[1]) for r in rows]},
+            )
+        else:
+            bind.execute(
+                sa.text(f"UPDATE {table} SET email_key = :k WHERE id = :id"),
+                [{"k": _key(email), "id": id_} for id_, email in rows],
+            )
         after = rows[-1][0]
 
 
 def _groups(bind: Any, table: str) -> list[list[int]]:
-    """Ids sharing a key, oldest first, for every key held by more than one row."""
-    keys = bind.execute(
-        sa.text(f"SELECT email_key FROM {table} GROUP BY email_key HAVING COUNT(*) > 1")
-    ).scalars()
-    return [
-        list(
-            bind.execute(
-                sa.text(f"SELECT id FROM {table} WHERE email_key = :k ORDER BY created_at, id"),
-                {"k": key},
-            ).scalars()
-        )
-        for key in list(keys)
-    ]
+    """Ids sharing a key, oldest first, for every key held by more than one row (one query:
+    there is no index on the key yet)."""
+    rows = bind.execute(
+        sa.text(f"""
+        SELECT email_key, id FROM {table} WHERE email_key IN (
+            SELECT email_key FROM {table} GROUP BY email_key HAVING COUNT(*) > 1)
+        ORDER BY email_key, created_at, id""")
+    ).all()
+    groups: dict[str, list[int]] = {}
+    for key, id_ in rows:
+        groups.setdefault(key, []).append(id_)
+    return list(groups.values())
+
+
+# While merging, rows are looked up by subscriber id in tables whose keys do not start with
+# it; these indexes make each lookup one probe instead of a scan, and go away afterwards.
+_MERGE_INDEXES = {
+    "tmp_0003_memberships_sid": "memberships",
+    "tmp_0003_deliveries_sid": "deliveries",
+    "tmp_0003_events_sid": "events",
+}
 
 
 def _merge_subscriber(bind: Any, keep: int, dup: int) -> None:
@@ -147,9 +163,15 @@ def upgrade() -> None:
         batch.alter_column("email_key", existing_type=sa.String(length=320), nullable=False)
         batch.create_index("uq_suppressions_email_key", ["email_key"], unique=True)
     _fill_keys(bind, "subscribers")
-    for ids in _groups(bind, "subscribers"):
-        for dup in ids[1:]:
-            _merge_subscriber(bind, ids[0], dup)
+    groups = _groups(bind, "subscribers")
+    if groups:
+        for name, table in _MERGE_INDEXES.items():
+            op.create_index(name, table, ["subscriber_id"])
+        for ids in groups:
+            for dup in ids[1:]:
+                _merge_subscriber(bind, ids[0], dup)
+        for name, table in _MERGE_INDEXES.items():
+            op.drop_index(name, table_name=table)
     op.create_index("uq_subscribers_email_key", "subscribers", ["email_key"], unique=True)
 
 
