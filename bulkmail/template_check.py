@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 
 from bulkmail.compose.environment import TemplateRenderError
-from bulkmail.compose.mime import Composer, Recipient
+from bulkmail.compose.mime import Composer
+from bulkmail.compose.render import Recipient
 from bulkmail.db.engine import Database
 from bulkmail.db.models import SUBSCRIBED, Subscriber
 from bulkmail.errors import InputError, TemplateError
