@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bulkmail.audience.addresses import InvalidAddress, normalize_address
+from bulkmail.audience.addresses import InvalidAddress, address_key, normalize_address
 from bulkmail.audience.lists import find_list
 from bulkmail.compose.mime import CampaignInfo, Composer, ComposeSettings, Recipient
 from bulkmail.compose.render import template_reference
@@ -196,7 +196,7 @@ def find_recipient(db: Database, campaign_id: int, address: str) -> Recipient:
     except InvalidAddress as exc:
         raise InputError(f"--to {address!r}: {exc}") from None
     with db.session() as s:
-        sub = s.scalar(select(Subscriber).where(Subscriber.email == addr))
+        sub = s.scalar(select(Subscriber).where(Subscriber.email_key == address_key(addr)))
     if sub is None:
         raise NotFoundError(f"no subscriber {addr!r}")
     require_subscribed(db, campaign_id, sub.id, addr)

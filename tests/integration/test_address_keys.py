@@ -19,7 +19,7 @@ from bulkmail.audience.lists import create_list
 from bulkmail.audience.unsubscribe import unsubscribe_token
 from bulkmail.bounces.apply import apply_report
 from bulkmail.bounces.parse import parse_report
-from bulkmail.campaigns import create_campaign
+from bulkmail.campaigns import create_campaign, find_recipient
 from bulkmail.compose.tokens import make_token
 from bulkmail.config import parse_settings
 from bulkmail.db import queries
@@ -442,3 +442,10 @@ def test_a_complaint_suppresses_the_address_in_every_case(db: Database, tmp_path
     later = _campaign(db, "other")
     enqueue(db, later, other, time.time())
     assert _states(db, later) == {"Mixed.Case@good.test": "skipped"}
+
+
+def test_preview_to_finds_the_subscriber_in_any_case(db: Database, tmp_path: Path) -> None:
+    _audience(db, tmp_path, "Mixed.Case@good.test")
+    cid = _campaign(db)
+    recipient = find_recipient(db, cid, "MIXED.CASE@GOOD.TEST")
+    assert recipient.email == "Mixed.Case@good.test"  # delivered as given
