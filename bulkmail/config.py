@@ -41,6 +41,11 @@ class SenderSettings:
     message_id_domain: str = ""
     ca_file: str = ""
     sender_id: str = "bulkmail"
+    # MTA-STS (RFC 8461): "enforce" obeys published policies, "testing-only" treats every
+    # policy as mode testing (deliver, record failures), "off" never looks. mta_sts_port is
+    # the policy host's HTTPS port: 443 except in tests.
+    mta_sts: str = "enforce"
+    mta_sts_port: int = 443
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,13 @@ class BounceSettings:
     # many days suppresses the address (0: never). Policy and spam blocks never count.
     soft_bounce_limit: int = 3
     soft_bounce_days: float = 14.0
+    # List-health brakes: a running campaign pauses when its complaints reach this share of
+    # delivered (after a minimum), or its hard bounces this share of attempts (0: off).
+    complaint_brake_rate: float = 0.003
+    complaint_warn_rate: float = 0.001
+    complaint_brake_min_delivered: int = 1000
+    bounce_brake_rate: float = 0.05
+    bounce_brake_min_attempts: int = 1000
 
 
 @dataclass(frozen=True)
@@ -205,6 +217,7 @@ class Settings:
 _CHOICES = {
     ("sender", "mode"): ("mx", "relay"),
     ("sender", "tls"): ("opportunistic", "required", "off"),
+    ("sender", "mta_sts"): ("enforce", "testing-only", "off"),
     ("relay", "security"): ("starttls", "tls"),
     ("bounces", "protocol"): ("imap", "pop3"),
     ("bounces", "security"): ("tls", "starttls", "none"),

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkmail.bounces.apply import Effect, Outcome, apply_report
+from bulkmail.bounces.brakes import Brakes, apply_brakes
 from bulkmail.bounces.escalate import DEFAULT_SOFT_LIMIT, SoftLimit
 from bulkmail.bounces.parse import parse_report
 from bulkmail.bounces.sources import (
@@ -73,6 +74,7 @@ class RunReport:
     source: str
     dry_run: bool
     messages: list[MessageResult] = field(default_factory=list)
+    paused: list[tuple[int, str]] = field(default_factory=list)  # (campaign, why): brakes
 
     def counts(self) -> dict[str, int]:
         kinds = Counter(m.kind for m in self.messages)
@@ -94,6 +96,7 @@ class RunReport:
             "dry_run": self.dry_run,
             "counts": self.counts(),
             "messages": [m.as_dict() for m in self.messages],
+            "paused": [{"campaign_id": c, "reason": r} for c, r in self.paused],
         }
 
 
@@ -116,6 +119,7 @@ def import_files(
         now=now,
         soft_limit=soft_limit(settings),
     )
+    _brake(settings, db, report, now)
     return report
 
 
@@ -142,6 +146,7 @@ def fetch_mailbox(
         box.abandon()
         raise
     box.close()
+    _brake(settings, db, report, now)
     return report
 
 
@@ -191,6 +196,27 @@ def run(
                 outcome.forged,
             )
         )
+
+
+def _brake(settings: Settings, db: Database, report: RunReport, now: float | None) -> None:
+    """The list-health brakes, for the campaigns this run recorded something for."""
+    if report.dry_run:
+        return
+    touched = {e.campaign_id for m in report.messages for e in m.effects if e.campaign_id}
+    if touched:
+        report.paused = apply_brakes(db, touched, brakes(settings), clock() if now is None else now)
+
+
+def brakes(settings: Settings) -> Brakes:
+    """The ``[bounces]`` brake settings."""
+    b = settings.bounces
+    return Brakes(
+        b.complaint_brake_rate,
+        b.complaint_warn_rate,
+        b.complaint_brake_min_delivered,
+        b.bounce_brake_rate,
+        b.bounce_brake_min_attempts,
+    )
 
 
 def soft_limit(settings: Settings) -> SoftLimit:

@@ -131,6 +131,8 @@ def _show(report: RunReport, as_json: bool) -> None:
         + ("" if report.dry_run else f", removed {c['removed']}")
         + (f", {c['forged']} forged" if c["forged"] else "")
     )
+    for cid, reason in report.paused:
+        click.echo(_shown(f"campaign {cid} {reason}"))
     if report.dry_run:
         click.echo("dry run: nothing was written, moved or deleted")
 

@@ -1,0 +1,127 @@
+"""List-health brakes, per campaign (issue 13 §6): complaints and hard bounces that say stop.
+
+Gmail and Yahoo enforce a complaint rate of 0.3% (and warn from 0.1%); a hard-bounce rate of
+several percent means a stale list. A campaign whose complaints reach ``complaint_rate`` of
+its delivered messages (after ``complaint_min_delivered``), or whose hard bounces reach
+``bounce_rate`` of its attempts (after ``bounce_min_attempts``), pauses with that reason, so
+the operator's domain is protected before the providers act. ``bulkmail campaigns resume``
+continues it. A rate of 0 turns that brake off.
+
+Hard bounces are the deliveries in state ``bounced`` whose last reply is a recipient-fault
+class (``delivery.taxonomy.SUPPRESSING``): a policy or spam block is not a stale list. The
+brakes are evaluated after each ``bounces`` run for the campaigns it touched (the engine's own
+SMTP-time bounces are in the same table, so they count then too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from bulkmail.db import control
+from bulkmail.db.engine import Database
+from bulkmail.db.models import PAUSED, RUNNING
+from bulkmail.delivery.taxonomy import SUPPRESSING, classify
+
+
+@dataclass(frozen=True)
+class Brakes:
+    complaint_rate: float = 0.003
+    complaint_warn_rate: float = 0.001
+    complaint_min_delivered: int = 1000
+    bounce_rate: float = 0.05
+    bounce_min_attempts: int = 1000
+
+
+@dataclass(frozen=True)
+class Health:
+    """One campaign's counts so far."""
+
+    delivered: int  # accepted by the receiver (sent, complained)
+    attempted: int  # tried at least once, or finished
+    complaints: int
+    hard_bounces: int
+
+    @property
+    def complaint_rate(self) -> float:
+        return self.complaints / self.delivered if self.delivered else 0.0
+
+    @property
+    def bounce_rate(self) -> float:
+        return self.hard_bounces / self.attempted if self.attempted else 0.0
+
+
+def brake(h: Health, b: Brakes) -> str | None:
+    """The pause reason if a brake applies, else None (pure)."""
+    if b.complaint_rate > 0 and h.delivered >= b.complaint_min_delivered:
+        if h.complaint_rate >= b.complaint_rate:
+            return (
+                f"paused: complaint rate {h.complaint_rate:.2%} ({h.complaints} of "
+                f"{h.delivered} delivered) reached the {b.complaint_rate:.2%} brake "
+                "([bounces] complaint_brake_rate); Gmail and Yahoo enforce 0.3%"
+            )
+    if b.bounce_rate > 0 and h.attempted >= b.bounce_min_attempts:
+        if h.bounce_rate >= b.bounce_rate:
+            return (
+                f"paused: hard-bounce rate {h.bounce_rate:.2%} ({h.hard_bounces} of "
+                f"{h.attempted} attempted) reached the {b.bounce_rate:.2%} brake "
+                "([bounces] bounce_brake_rate): the list looks stale"
+            )
+    return None
+
+
+def warning(h: Health, b: Brakes) -> str | None:
+    """A warning below the brake: the complaint rate is past the providers' warning level."""
+    if h.delivered and b.complaint_warn_rate > 0 and h.complaint_rate >= b.complaint_warn_rate:
+        return (
+            f"complaint rate {h.complaint_rate:.2%} is past the {b.complaint_warn_rate:.2%} warning"
+        )
+    return None
+
+
+def health(s: Any, campaign_id: int) -> Health:
+    """Count one campaign's delivered, attempted, complained and hard-bounced deliveries."""
+    row = s.execute(
+        text(
+            "SELECT SUM(CASE WHEN state IN ('sent', 'complained') THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN attempts > 0 OR state IN ('sent', 'bounced', 'complained', "
+            "'expired') THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN state = 'complained' THEN 1 ELSE 0 END) "
+            "FROM deliveries WHERE campaign_id = :cid"
+        ),
+        {"cid": campaign_id},
+    ).one()
+    hard = 0
+    for code, enhanced, reply, n in s.execute(
+        text(
+            "SELECT last_code, last_enhanced, last_text, COUNT(*) FROM deliveries "
+            "WHERE campaign_id = :cid AND state = 'bounced' "
+            "GROUP BY last_code, last_enhanced, last_text"
+        ),
+        {"cid": campaign_id},
+    ):
+        if classify(code or 0, enhanced, (reply or "").lower()) in SUPPRESSING:
+            hard += int(n)
+    return Health(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), hard)
+
+
+def apply_brakes(
+    db: Database, campaign_ids: set[int], brakes: Brakes, now: float
+) -> list[tuple[int, str]]:
+    """Pause each running campaign of ``campaign_ids`` a brake applies to: (id, reason)."""
+    paused = []
+    for cid in sorted(campaign_ids):
+        with db.session() as s:
+            state = s.execute(
+                text("SELECT state FROM campaigns WHERE id = :cid"), {"cid": cid}
+            ).scalar()
+            if state != RUNNING:
+                continue
+            reason = brake(health(s, cid), brakes)
+        if reason and control.transition(
+            db, cid, PAUSED, now, from_states=[RUNNING], reason=reason
+        ):
+            paused.append((cid, reason))
+    return paused

@@ -1,0 +1,75 @@
+"""List-health brakes (issue 13 §6): a real send against peers that bounce, and complaints
+imported mid-send; the campaign pauses with the reason once the rate passes the brake, and
+policy blocks never count as a stale list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bulkmail.bounces.process import import_files
+from bulkmail.peers.smtp import Script
+from tests.integration.test_bounces import arf, dsn
+from tests.integration.world import World
+
+PEOPLE = [f"p{i}@a.test" for i in range(10)]
+LATE = "p9@a.test"  # deferred by the peer: the campaign is still running after the pass
+
+
+def run_until_retry(w: World, rcpt_replies: dict[str, str]) -> int:
+    w.mx("a.test", (10, "127.0.0.2"), script=Script(rcpt_replies=rcpt_replies))
+    w.subscribers(PEOPLE)
+    cid = w.campaign()
+    w.send(cid)
+    assert w.sql("SELECT state FROM campaigns WHERE id = :c", c=cid)[0][0] == "running"
+    return cid
+
+
+def campaign(w: World, cid: int) -> tuple[str, str]:
+    state, reason = w.sql("SELECT state, state_reason FROM campaigns WHERE id = :c", c=cid)[0]
+    return state, reason or ""
+
+
+def imported(w: World, tmp: Path, name: str, data: bytes) -> dict:
+    (tmp / name).write_bytes(data)
+    return import_files(w.settings(), w.db(), [tmp / name]).as_dict()
+
+
+def test_complaints_imported_mid_send_pause_the_campaign_at_the_rate(
+    world: World, tmp_path: Path
+) -> None:
+    world.configure("bounces", complaint_brake_min_delivered=5, complaint_brake_rate=0.15)
+    cid = run_until_retry(world, {LATE: "451 4.3.0 try later"})
+    got = {m.rcpt_tos[0]: m for m in world.received()}
+    out = imported(world, tmp_path, "one.eml", arf(got["p0@a.test"]))
+    assert out["paused"] == [] and campaign(world, cid)[0] == "running"  # 1 of 9: 11%
+    out = imported(world, tmp_path, "two.eml", arf(got["p1@a.test"]))
+    state, reason = campaign(world, cid)
+    assert state == "paused"
+    assert reason.startswith("paused: complaint rate 22.22% (2 of 9 delivered)")
+    assert out["paused"] == [{"campaign_id": cid, "reason": reason}]
+
+
+def test_a_complaint_below_the_minimum_sample_does_not_pause(world: World, tmp_path: Path) -> None:
+    cid = run_until_retry(world, {LATE: "451 4.3.0 try later"})  # default: 1,000 delivered
+    got = {m.rcpt_tos[0]: m for m in world.received()}
+    imported(world, tmp_path, "one.eml", arf(got["p0@a.test"]))
+    assert campaign(world, cid)[0] == "running"
+
+
+def test_hard_bounces_at_smtp_time_brake_a_stale_list_policy_blocks_do_not(
+    world: World, tmp_path: Path
+) -> None:
+    world.configure("bounces", bounce_brake_min_attempts=5, bounce_brake_rate=0.2)
+    replies = {LATE: "451 4.3.0 try later"}
+    replies |= {p: "554 5.7.1 blocked using zen.spamhaus.org" for p in PEOPLE[:4]}
+    replies |= {p: "550 5.1.1 no such user" for p in PEOPLE[4:5]}
+    cid = run_until_retry(world, replies)
+    got = {m.rcpt_tos[0]: m for m in world.received()}
+    # A bounce run touching the campaign evaluates its brakes: 1 hard of 10 is under 20%.
+    imported(world, tmp_path, "a.eml", dsn(got["p5@a.test"], "4.4.1", "timeout", "delayed"))
+    assert campaign(world, cid)[0] == "running"
+    # A DSN after a 250: p6's mailbox does not exist. 2 of 10 now: the brake.
+    imported(world, tmp_path, "b.eml", dsn(got["p6@a.test"], "5.1.1", "550 5.1.1 unknown"))
+    state, reason = campaign(world, cid)
+    assert state == "paused"
+    assert reason.startswith("paused: hard-bounce rate 20.00% (2 of 10 attempted)")
