@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkmail.audience.addresses import InvalidAddress, normalize_address
+from bulkmail.audience.addresses import InvalidAddress, address_key, normalize_address
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,27 @@ def test_normalising_never_raises_anything_but_invalid_address(raw: str) -> None
     assert "\r" not in addr.email and "\n" not in addr.email
     assert len(addr.email.encode()) <= 254
     assert addr.domain == addr.domain.lower() and addr.domain.isascii()
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("USER20@GOOD.TEST", "user20@good.test"),
+        ("Mixed.Case@good.test", "mixed.case@GOOD.test"),
+        ("Ann@BÜCHER.de", "ann@xn--bcher-kva.de"),
+        ("JOSÉ@bücher.de", "josé@XN--BCHER-KVA.DE"),
+    ],
+)
+def test_spellings_of_one_address_share_a_key(one: str, other: str) -> None:
+    assert normalize_address(one).key == normalize_address(other).key
+    assert normalize_address(one).key == address_key(normalize_address(one).email)
+
+
+def test_the_key_is_lower_case_but_the_address_is_kept_as_given() -> None:
+    addr = normalize_address("Mixed.Case@Good.Test")
+    assert (addr.email, addr.key) == ("Mixed.Case@good.test", "mixed.case@good.test")
+    assert address_key("x@BÜCHER.de") == "x@xn--bcher-kva.de"  # a stored Unicode domain
+
+
+def test_different_addresses_keep_different_keys() -> None:
+    assert normalize_address("ann@x.test").key != normalize_address("anne@x.test").key
