@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select, text
 
+from bulkmail import template_check
 from bulkmail.cli.main import cli
 from bulkmail.db.engine import Database
 from bulkmail.db.models import Campaign
@@ -158,6 +159,21 @@ def test_suppressed_members_are_not_checked(run, tmp_path: Path) -> None:  # typ
     members(run, tmp_path, "email,name,city\nann@example.com,Ann,Oslo\nbob@example.org,Bob,\n")
     assert run("suppressions", "add", "BOB@Example.org").exit_code == 0
     assert create(run, template(tmp_path, body_html=CITY_BODY)).exit_code == 0
+
+
+def test_past_the_key_set_cap_the_count_is_a_lower_bound(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(template_check, "MAX_KEY_SETS", 2)
+    rows = ["email,name,city,plan"]
+    rows += [f"a{i}@example.com,A,Oslo,gold" for i in range(3)]
+    rows += [f"b{i}@example.com,B,,gold" for i in range(2)]
+    rows += ["c0@example.com,C,,"]
+    members(run, tmp_path, "\n".join(rows) + "\n")
+    one_line_error(
+        create(run, template(tmp_path, body_html=CITY_BODY)),
+        "(at least 2 of 6 members of list 'news' fail, first b0@example.com)",
+    )
 
 
 def test_key_sets_are_grouped_in_the_database(run, tmp_path: Path, db_url: str) -> None:  # type: ignore[no-untyped-def]
