@@ -57,7 +57,7 @@ class Attributes(dict[str, Any]):
     """``subscriber.attributes``: a dict that knows its name, for error messages."""
 
     __slots__ = ()
-    template_name = "subscriber.attributes"
+    _template_name = "subscriber.attributes"
 
 
 # The data fields of bulkmail's own context objects (SubscriberView, CampaignView), filled in
@@ -103,7 +103,7 @@ class UndefinedVariable(jinja2.StrictUndefined):
         name, obj = self._undefined_name, self._undefined_obj
         if obj is jinja2.utils.missing:
             return f"{name!r} is undefined"
-        label = getattr(type(obj), "template_name", None) or object_type_repr(obj)
+        label = getattr(type(obj), "_template_name", None) or object_type_repr(obj)
         if not isinstance(name, str):
             return f"{label!r} has no element {name!r}"
         return f"{label!r} has no attribute {name!r}"

@@ -82,7 +82,7 @@ class SubscriberView:
     """``subscriber`` in templates; unknown names fall back to the attributes mapping."""
 
     __slots__ = ("email", "name", "attributes", "id")
-    template_name = "subscriber"  # how errors name it (environment.UndefinedVariable)
+    _template_name = "subscriber"  # how errors name it (environment.UndefinedVariable)
 
     def __init__(self, recipient: Recipient) -> None:
         self.id = recipient.subscriber_id
@@ -98,7 +98,7 @@ class SubscriberView:
 class CampaignView:
     """``campaign`` in templates."""
 
-    template_name = "campaign"
+    _template_name = "campaign"
 
     id: int
     name: str
