@@ -223,7 +223,7 @@ def _by_enhanced(detail: str | None, text: str) -> BounceClass | None:
         return BounceClass.EXPIRED
     if detail == "4.1" and "recipient address rejected" in text:
         return BounceClass.INVALID_RECIPIENT  # Exchange Online's directory check (5.4.1)
-    if detail == "4.4" and _BAD_DOMAIN.search(text):
+    if detail == "4.4" and (_BAD_DOMAIN.search(text) or "name service error" in text):
         return BounceClass.BAD_DOMAIN  # "5.4.4 Host or domain name not found" (Postfix, qmail)
     if subject == "4":
         return BounceClass.ROUTING
