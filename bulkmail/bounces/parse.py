@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from email.header import decode_header, make_header
 from email.message import Message
+from typing import Any
 
 from bulkmail.bounces import formats, heuristics
 
@@ -93,7 +94,7 @@ class Report:
     notes: tuple[str, ...] = field(default=())  # how the kind was decided, for the operator
 
 
-_RCPT = re.compile(r"\bRCPT\b", re.IGNORECASE)
+_RCPT = re.compile(r"(?<![a-z])RCPT(?![a-z])", re.IGNORECASE)
 
 
 def parse_report(data: bytes) -> Report:
@@ -218,12 +219,13 @@ def _explained(report: Report, msg: Message) -> Report:
     return replace(report, recipients=recipients)
 
 
-def _ses(data: dict[str, object], base: Report) -> Report:
+def _ses(data: dict[str, Any], base: Report) -> Report:
     """An Amazon SES notification (SNS JSON), with the identifiers of the headers it carries."""
-    kind, found, feedback = formats.ses_recipients(data)  # type: ignore[arg-type]
-    headers = formats.ses_headers(data)  # type: ignore[arg-type]
-    mail = data.get("mail") if isinstance(data.get("mail"), dict) else {}
-    envelope = " ".join(str(mail.get(k, "")) for k in ("source", "returnPath"))  # type: ignore[union-attr]
+    kind, found, feedback = formats.ses_recipients(data)
+    headers = formats.ses_headers(data)
+    mail = data.get("mail")
+    mail = mail if isinstance(mail, dict) else {}
+    envelope = " ".join(str(mail.get(k, "")) for k in ("source", "returnPath"))
     base = replace(
         base,
         verp_tokens=_dedupe([*base.verp_tokens, *(t.lower() for t in _VERP_RE.findall(envelope))]),
