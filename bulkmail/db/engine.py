@@ -16,6 +16,7 @@ supported; any other URL is one line, and no message ever shows a URL's password
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import time
@@ -84,6 +85,16 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
+def _sqlite_functions(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL's encode(sha256(...), 'hex') for SQLite: the hashed key of a forgotten
+    # address (bulkmail.audience.forget), so suppression checks match it on both databases.
+    dbapi_conn.create_function("bulkmail_sha256", 1, _sha256_hex, deterministic=True)
+
+
+def _sha256_hex(value: str | None) -> str | None:
+    return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
 def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
     # Take the write lock at BEGIN: two writers then queue on busy_timeout instead of one
     # failing with "database is locked" when it upgrades a read transaction.
@@ -111,6 +122,7 @@ def make_engine(url: str) -> Engine:
         if backend == "sqlite":
             engine = create_engine(parsed, connect_args={"timeout": 30, "isolation_level": None})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_functions)
             event.listen(engine, "begin", _sqlite_begin)
             path = sqlite_file(url)
             if path is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 
 from bulkmail.audience.addresses import address_key
+from bulkmail.audience.forget import FORGOTTEN_PREFIX, hashed_key_sql
 from bulkmail.db.engine import Database
 from bulkmail.db.models import (
     CAMPAIGN_CANCELLED,
@@ -75,16 +76,26 @@ class Result:
 def enqueue(
     db: Database, campaign_id: int, list_id: int, now: float, batch: int = ENQUEUE_BATCH
 ) -> int:
-    """Create the campaign's deliveries from the list's subscribed members; returns rows added."""
+    """Create the campaign's deliveries from the list's subscribed members; returns rows added.
+
+    A suppression matches by the member's address key, or (only when some address was
+    forgotten, so other sends pay nothing) by its hash (``audience.forget``)."""
+    x_id, x_reason, forgotten = "x.id", "x.reason", ""
+    with db.session() as s:
+        if s.execute(text(_ANY_FORGOTTEN)).first() is not None:
+            x_id, x_reason = "COALESCE(x.id, xh.id)", "COALESCE(x.reason, xh.reason)"
+            hashed = hashed_key_sql("s.email_key", db.sqlite)
+            forgotten = f"LEFT JOIN suppressions xh ON xh.email_key = {hashed}"
     sql = text(f"""
         INSERT INTO deliveries (campaign_id, subscriber_id, email, domain, state, attempts,
                                 next_attempt_at, created_at, updated_at, last_text)
         SELECT :cid, s.id, s.email, s.domain,
-               CASE WHEN x.id IS NULL THEN '{QUEUED}' ELSE '{SKIPPED}' END, 0, :now, :now, :now,
-               CASE WHEN x.id IS NULL THEN NULL ELSE 'suppressed: ' || x.reason END
+               CASE WHEN {x_id} IS NULL THEN '{QUEUED}' ELSE '{SKIPPED}' END, 0, :now, :now, :now,
+               CASE WHEN {x_id} IS NULL THEN NULL ELSE 'suppressed: ' || {x_reason} END
         FROM memberships m
         JOIN subscribers s ON s.id = m.subscriber_id
         LEFT JOIN suppressions x ON x.email_key = s.email_key
+        {forgotten}
         WHERE m.list_id = :lid AND m.status = '{SUBSCRIBED}' AND m.subscriber_id > :after
           AND m.subscriber_id <= :upto
         ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
@@ -206,22 +217,26 @@ def claim(
 
 
 # The delivery's address is suppressed: compared by key (case-insensitive), through the
-# subscriber's key, as enqueue compares it.
-_SUPPRESSED = """SELECT 1 FROM suppressions x JOIN subscribers sk ON sk.email_key = x.email_key
+# subscriber's key, as enqueue compares it, or by the key's hash (a forgotten address).
+_SUPPRESSED = """SELECT 1 FROM suppressions x JOIN subscribers sk
+                 ON x.email_key IN (sk.email_key, {hashed})
                  WHERE sk.id = deliveries.subscriber_id"""
+_ANY_FORGOTTEN = f"SELECT 1 FROM suppressions WHERE email_key LIKE '{FORGOTTEN_PREFIX}%' LIMIT 1"
 
 
 def _skip_opted_out(session: Any, ids: list[int], now: float) -> set[int]:
     """Claimed rows whose address was suppressed, or whose member unsubscribed, since enqueue:
     they become ``skipped`` here, before any attempt."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    suppressed = _SUPPRESSED.format(hashed=hashed_key_sql("sk.email_key", sqlite))
     rows = session.execute(
         text(f"""
             UPDATE deliveries SET state = '{SKIPPED}', lease_owner = NULL, lease_until = NULL,
                    attempts = attempts - 1, updated_at = :now, finished_at = :now,
-                   last_text = CASE WHEN EXISTS ({_SUPPRESSED}) THEN 'suppressed'
+                   last_text = CASE WHEN EXISTS ({suppressed}) THEN 'suppressed'
                                     ELSE 'unsubscribed' END
             WHERE id IN :ids AND (
-                EXISTS ({_SUPPRESSED})
+                EXISTS ({suppressed})
                 OR EXISTS (SELECT 1 FROM memberships m JOIN campaigns c ON c.list_id = m.list_id
                            WHERE c.id = deliveries.campaign_id
                              AND m.subscriber_id = deliveries.subscriber_id
