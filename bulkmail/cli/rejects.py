@@ -37,13 +37,13 @@ class RejectReport:
         self.show = show
         self.count = 0
         self.out: TextIO = click.get_text_stream("stdout")
-        if as_json:
-            self.out.write('{"rejected": [')
 
     def __call__(self, rejection: Any) -> None:
         if self.as_json:
+            # The document opens with the first rejection, not before: a file refused as a
+            # whole (pass 1, before any row is read) leaves stdout empty.
             item = json.dumps(rejection.__dict__, ensure_ascii=False)
-            self.out.write(("," if self.count else "") + "\n" + item)
+            self.out.write(('{"rejected": [' if not self.count else ",") + "\n" + item)
         elif self.count < self.show:
             click.echo("  " + printable(self.line(rejection)), err=True)
         self.count += 1
@@ -52,7 +52,7 @@ class RejectReport:
         """End the report: the rest of the JSON document, or ``text`` and what was not shown."""
         if self.as_json:
             rest = json.dumps({**summary, "rejected_count": self.count}, ensure_ascii=False)
-            self.out.write(("\n" if self.count else "") + "], " + rest[1:] + "\n")
+            self.out.write(("\n], " if self.count else '{"rejected": [], ') + rest[1:] + "\n")
             self.out.flush()
             return
         click.echo(text)

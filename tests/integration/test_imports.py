@@ -182,6 +182,7 @@ def run(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=False)
 
+    invoke.config_args = ["--config", str(config)]  # type: ignore[attr-defined]
     return invoke
 
 
@@ -200,3 +201,18 @@ def test_the_json_report_lists_every_rejection_and_text_shows_the_first(  # type
     blocked = write(tmp_path, "\x1b]2;owned\x07@x,\n", "s.csv")
     text_out = run("suppressions", "import", str(blocked))
     assert "\x1b" not in text_out.stderr and "\\x1b]2;owned\\x07@x" in text_out.stderr
+
+
+def test_a_refused_file_writes_no_json_at_all(run, db: Database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    create_list(db, "news")
+    path = write(tmp_path, "mail,name\na@example.com,Ann\n")
+    result = CliRunner().invoke(
+        cli,
+        [*run.config_args, "subscribers", "import", "--list", "news", str(path), "--json"],
+    )
+    assert result.exit_code != 0 and result.stdout == ""
+    assert "no 'email' column" in result.stderr
+    clean = json.loads(
+        run("suppressions", "import", str(write(tmp_path, "a@x.test\n", "s.csv")), "--json").output
+    )
+    assert clean == {"rejected": [], "added": 1, "existing": 0, "rejected_count": 0}
