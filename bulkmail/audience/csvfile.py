@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Column
+from sqlalchemy import ColumnElement
 
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -33,7 +33,7 @@ _CONTROL_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f]")
 T = TypeVar("T")
 
 
-def column_limit(column: Column[Any]) -> int | None:
+def column_limit(column: ColumnElement[Any]) -> int | None:
     """The column's length limit in characters (``String(n)``), or None (``Text``, JSON)."""
     return getattr(column.type, "length", None)
 

@@ -25,9 +25,9 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from bulkmail.audience.addresses import InvalidAddress, normalize_address
@@ -243,7 +243,7 @@ def _write_batch(
     )
     result.updated += len(existing)
     result.imported += len(latest) - len(existing)
-    table = Subscriber.__table__
+    table = cast(Table, Subscriber.__table__)
     stmt = insert_for(dialect, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.email_key],
@@ -273,7 +273,7 @@ def _write_batch(
         .scalars()
         .all()
     )
-    mstmt = insert_for(dialect, Membership.__table__).on_conflict_do_nothing()
+    mstmt = insert_for(dialect, cast(Table, Membership.__table__)).on_conflict_do_nothing()
     s.execute(
         mstmt,
         [
