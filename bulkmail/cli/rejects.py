@@ -12,20 +12,14 @@ the terminal.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any, TextIO
 
 import click
 
+from bulkmail.reports.terminal import printable
+
 SHOW = 50
-
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(value: str) -> str:
-    """``value`` with control characters escaped (``\\x1b``), safe to print to a terminal."""
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], value)
 
 
 class RejectReport:
