@@ -31,9 +31,11 @@ file and line: ``template tpl/body.html line 12: 'subscriber' has no attribute '
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -46,6 +48,7 @@ from bulkmail.errors import TemplateError
 __all__ = [
     "VIEW_FIELDS",
     "Attributes",
+    "FileNames",
     "TemplateRenderError",
     "UndefinedVariable",
     "make_environment",
@@ -149,21 +152,37 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _where(filename: str | None, lineno: int | None, names: Mapping[str, str]) -> str:
-    if filename is None:
-        return ""
-    shown = names.get(filename, filename)
-    return f"{shown} line {lineno}" if lineno else shown
+@dataclass(frozen=True)
+class FileNames:
+    """How errors name a template's files: the template as the user gave it, not our paths."""
+
+    fixed: Mapping[str, str]  # compiled name (a path, "<campaign subject>") -> name shown
+    folder: str = ""  # the template folder on disk; files under it (includes) are shown ...
+    shown: str = ""  # ... under this name
+
+    def show(self, filename: str | None) -> str | None:
+        if filename is None:
+            return None
+        if filename in self.fixed:
+            return self.fixed[filename]
+        if self.folder and filename.startswith(self.folder + os.sep):
+            return self.shown + filename[len(self.folder) :]
+        return None
 
 
-def template_error(exc: BaseException, names: Mapping[str, str]) -> TemplateRenderError:
-    """A one-line error for ``exc``; ``names`` maps compiled file names to the names shown."""
+def _where(filename: str | None, lineno: int | None, names: FileNames) -> str:
+    shown = names.show(filename) or filename or ""
+    return f"{shown} line {lineno}" if shown and lineno else shown
+
+
+def template_error(exc: BaseException, names: FileNames) -> TemplateRenderError:
+    """A one-line error for ``exc``, naming the innermost template file and line it came from."""
     if isinstance(exc, jinja2.TemplateSyntaxError):
         where = _where(exc.filename or exc.name, exc.lineno, names)
         return TemplateRenderError(where, _one_line(exc.message or exc))
     where = ""
     for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename in names:
+        if names.show(frame.filename) is not None:
             where = _where(frame.filename, frame.lineno, names)
     if isinstance(exc, jinja2.TemplateNotFound):
         return TemplateRenderError(where, f"template not found: {exc.name}")

@@ -25,6 +25,7 @@ from markupsafe import Markup
 from bulkmail.compose.environment import (
     VIEW_FIELDS,
     Attributes,
+    FileNames,
     make_environment,
     template_error,
 )
@@ -179,14 +180,15 @@ class TemplateSet:
         except (jinja2.TemplateError, OSError, UnicodeError) as exc:
             raise template_error(exc, self._known) from None
 
-    def _names(self) -> dict[str, str]:
-        """Compiled file name -> the name an error shows (the template as the user gave it)."""
+    def _names(self) -> FileNames:
+        """How errors name our files: the template as the user gave it."""
         shown = Path(self._campaign.template)
-        names = {str(self.directory / n): str(shown / n) for n in ("body.html", "body.txt")}
-        names[SUBJECT_NAME] = "campaign subject"
-        names[SUBJECT_FILE_NAME] = str(shown / "subject.txt")
-        names[TEXT_FROM_HTML_NAME] = f"{shown / 'body.html'} (as text)"
-        return names
+        names = {
+            SUBJECT_NAME: "campaign subject",
+            SUBJECT_FILE_NAME: str(shown / "subject.txt"),
+            TEXT_FROM_HTML_NAME: f"{shown / 'body.html'} (as text)",
+        }
+        return FileNames(names, str(self.directory), str(shown))
 
     def _exists(self, name: str) -> bool:
         return (self.directory / name).is_file()

@@ -391,6 +391,17 @@ def test_undefined_variable_fails_check_naming_file_and_line(tmp_path: Path) -> 
     )
 
 
+def test_an_error_in_an_included_file_names_that_file_and_line(tmp_path: Path) -> None:
+    composer = composer_for(tmp_path, body_html='<p>x</p>\n{% include "header.html" %}')
+    (tmp_path / "tpl" / "header.html").write_text("<h1>\n{{ subscriber.nme }}</h1>")
+    with pytest.raises(TemplateError) as caught:
+        composer.check()
+    assert str(caught.value) == (
+        f"template {tmp_path / 'tpl' / 'header.html'} line 2: "
+        "'subscriber' has no attribute 'nme'"
+    )
+
+
 def test_check_passes_for_the_bundled_newsletter() -> None:
     Composer(CAMPAIGN, SETTINGS).check()
 
