@@ -32,8 +32,6 @@ its message stays in the mailbox for a person to look at.
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,18 +41,20 @@ from bulkmail.audience.addresses import InvalidAddress, address_key, normalize_a
 from bulkmail.audience.unsubscribe import find_target, unsubscribe
 from bulkmail.bounces.escalate import DEFAULT_SOFT_LIMIT, SoftLimit, adds_up, escalation
 from bulkmail.bounces.parse import BOUNCE, COMPLAINT, DELAYED, UNSUBSCRIBE, Recipient, Report
-from bulkmail.compose.tokens import message_id, parse_token
+from bulkmail.bounces.proof import forgeries, identified
+from bulkmail.bounces.proof import parse_message_id as parse_message_id
+from bulkmail.compose.tokens import parse_token
 from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
 from bulkmail.db.models import BOUNCED, COMPLAINED, DEFERRED, EXPIRED, SENT
 from bulkmail.db.queries import add_suppressions
 from bulkmail.delivery.classify import Disposition, classify_reply, reply_from_dsn
+from bulkmail.webhooks import outbox
 
 EVENT_BOUNCED, EVENT_SOFT, EVENT_DELAYED = "bounced", "soft_bounce", "delayed"
 EVENT_COMPLAINED, EVENT_UNSUBSCRIBED = "complained", "unsubscribed"
 EVENT_FORGED = "forged_report"
 
-_MESSAGE_ID_RE = re.compile(r"<([0-9a-z]{1,13})\.([0-9a-z]{1,13})\.([a-z2-7]{16})@([^<>@\s]+)>")
 _FIELDS = "id, campaign_id, subscriber_id, email, state"
 # The states a later report may move a delivery out of.
 _BOUNCE_FROM = (SENT, DEFERRED, EXPIRED)
@@ -170,49 +170,6 @@ def _about(recipients: list[Recipient], row: _Row) -> Recipient:
     return (failed or recipients)[0]
 
 
-def forgeries(report: Report, secret: bytes) -> list[str]:
-    """The identifiers in ``report`` that claim to be ours and are not (HMAC fails).
-
-    Any one makes the whole report forged: a real report of ours carries only identifiers we
-    made, and a report that cannot be proven is never matched another way.
-    """
-    bad = [f"VERP token {t}" for t in report.verp_tokens if parse_token(secret, t) is None]
-    bad += [
-        f"X-Bulkmail-Delivery {t}" for t in report.header_tokens if parse_token(secret, t) is None
-    ]
-    bad += [
-        f"Message-ID {m}"
-        for m in report.message_ids
-        if _MESSAGE_ID_RE.fullmatch(m.strip().lower()) and parse_message_id(secret, m) is None
-    ]
-    return bad
-
-
-def identified(report: Report, secret: bytes) -> Iterator[tuple[str, int, int]]:
-    """(how, campaign id, subscriber id) for every identifier in ``report`` that verifies."""
-    for how, tokens in (("verp", report.verp_tokens), ("header", report.header_tokens)):
-        for token in tokens:
-            ids = parse_token(secret, token)
-            if ids is not None:
-                yield how, ids[0], ids[1]
-    for mid in report.message_ids:
-        ids = parse_message_id(secret, mid)
-        if ids is not None:
-            yield "message-id", ids[0], ids[1]
-
-
-def parse_message_id(secret: bytes, value: str) -> tuple[int, int] | None:
-    """(campaign id, subscriber id) from a Message-ID that ``compose.tokens.message_id`` made."""
-    match = _MESSAGE_ID_RE.fullmatch(value.strip().lower())
-    if match is None:
-        return None
-    cid, sid = int(match[1], 36), int(match[2], 36)
-    if max(cid, sid) > 2**63 - 1:
-        return None
-    expected = message_id(secret, cid, sid, match[4]).lower()
-    return (cid, sid) if expected == value.strip().lower() else None
-
-
 def _anchor(s: Any, report: Report, secret: bytes) -> tuple[_Row, str] | None:
     for how, cid, sid in identified(report, secret):
         row = _one(
@@ -320,6 +277,23 @@ def _record(
     )
     if not inserted.rowcount:  # a concurrent run recorded it a moment ago
         return _replace(effect, state=None, suppressed=False, recorded=False)
+    outbox.add(
+        s,
+        outbox.delivery_type(event),
+        [
+            {
+                "campaign_id": row.campaign_id,
+                "delivery_id": row.id,
+                "subscriber_id": row.subscriber_id,
+                "email": row.email,
+                "code": code,
+                "enhanced": enhanced,
+                "text": detail[:1000],
+                "source": source[:50],
+            }
+        ],
+        now,
+    )
     changed = state is not None and _set_state(s, row.id, state, code, enhanced, detail, now)
     if not suppress and event in (EVENT_SOFT, EVENT_BOUNCED) and adds_up(code, enhanced, detail):
         escalated = escalation(s, row.email, now, soft_limit)

@@ -26,8 +26,6 @@ _SES_FOLD = re.compile(r"!\r?\n ?")  # SES folds its long JSON line with "!" + n
 
 def status_blocks(text: str) -> list[dict[str, str]]:
     """RFC 3464 per-recipient field blocks found in free text (empty if there are none)."""
-    from bulkmail.bounces.parse import parse_fields
-
     if "recipient:" not in text.lower():
         return []
     blocks = []
@@ -126,3 +124,45 @@ def jmrp_recipient(msg: Message) -> str | None:
                 if value is not None:
                     return str(value).strip().lower()
     return None
+
+
+# -- RFC 822-style field blocks ------------------------------------------------------------
+
+
+def parse_fields(text: str) -> list[dict[str, str]]:
+    """``Name: value`` blocks separated by blank lines (continuation lines unfolded)."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last = ""
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current, last = {}, ""
+        elif line[0] in " \t" and last:
+            current[last] = _collapse(current[last] + " " + line)
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            last = name.strip().lower()
+            if last == "final-recipient" and last in current:
+                blocks.append(current)  # a block run on without its blank line
+                current = {}
+            add_field(current, last, _collapse(value))
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+_REPEATED = frozenset({"original-rcpt-to", "removal-recipient"})  # ARF fields that repeat
+
+
+def add_field(fields: dict[str, str], name: str, value: str) -> None:
+    """The first value of a field wins, except the fields that may repeat: those accumulate."""
+    if name in fields and name in _REPEATED:
+        fields[name] += ", " + value
+    else:
+        fields.setdefault(name, value)
+
+
+def _collapse(text: str) -> str:
+    return " ".join(str(text).split())

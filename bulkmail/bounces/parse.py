@@ -32,6 +32,8 @@ from email.message import Message
 from typing import Any
 
 from bulkmail.bounces import formats, heuristics
+from bulkmail.bounces.formats import add_field as _add_field
+from bulkmail.bounces.formats import parse_fields as parse_fields
 
 BOUNCE, DELAYED, COMPLAINT = "bounce", "delayed", "complaint"
 UNSUBSCRIBE, AUTOREPLY, UNKNOWN = "unsubscribe", "autoreply", "unknown"
@@ -323,41 +325,6 @@ def part_fields(part: Message) -> list[dict[str, str]]:
                 blocks.extend(parse_fields(body))
         return blocks
     return parse_fields(heuristics.part_text(part))
-
-
-def parse_fields(text: str) -> list[dict[str, str]]:
-    """``Name: value`` blocks separated by blank lines (continuation lines unfolded)."""
-    blocks: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    last = ""
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if not line.strip():
-            if current:
-                blocks.append(current)
-            current, last = {}, ""
-        elif line[0] in " \t" and last:
-            current[last] = _collapse(current[last] + " " + line)
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            last = name.strip().lower()
-            if last == "final-recipient" and last in current:
-                blocks.append(current)  # a block run on without its blank line
-                current = {}
-            _add_field(current, last, _collapse(value))
-    if current:
-        blocks.append(current)
-    return blocks
-
-
-_REPEATED = frozenset({"original-rcpt-to", "removal-recipient"})  # ARF fields that repeat
-
-
-def _add_field(fields: dict[str, str], name: str, value: str) -> None:
-    """The first value of a field wins, except the fields that may repeat: those accumulate."""
-    if name in fields and name in _REPEATED:
-        fields[name] += ", " + value
-    else:
-        fields.setdefault(name, value)
 
 
 def _first_part(msg: Message, types: Iterable[str]) -> Message | None:
