@@ -159,3 +159,10 @@ def test_the_environment_is_not_in_reach(tmp_path: Path) -> None:
     assert os.environ["BULKMAIL_SECRET"] == SECRET
     out = render_in("body_txt", "{{ subscriber }} {{ campaign }} {{ self }}", tmp_path)
     assert SECRET not in out
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/../outside.txt", "tpl/../../outside.txt"])
+def test_include_cannot_leave_the_template_folder(tmp_path: Path, name: str) -> None:
+    (tmp_path / "outside.txt").write_text(SECRET)
+    with pytest.raises(TemplateError, match="not found"):
+        render_in("body_txt", f"{{% include {name!r} %}}", tmp_path)
