@@ -46,6 +46,27 @@ def streak_changes(results: Iterable[Result]) -> dict[int, tuple[bool, int]]:
     return {cid: change for cid, change in out.items() if change != (False, 0)}
 
 
+class LocalStreak:
+    """This engine's own consecutive site failures per campaign, counted as each outcome is
+    decided. The shared count moves only after a batch is written, and a fast lane (a block
+    at MAIL FROM answers in a millisecond) can burn through a list meanwhile: reaching the
+    limit here pauses at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts: dict[int, int] = {}
+
+    def add(self, result: Result) -> int:
+        """The count if this outcome reaches the limit, else 0."""
+        cid = result.campaign_id
+        if result.state == SENT:
+            self.counts[cid] = 0
+        elif self.limit and is_site_failure(result):
+            self.counts[cid] = self.counts.get(cid, 0) + 1
+            return self.counts[cid] if self.counts[cid] >= self.limit else 0
+        return 0
+
+
 def pause_reason(count: int) -> str:
     """The reason ``campaigns show`` and ``campaigns status`` print for an auto-pause."""
     return (

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -37,10 +37,10 @@ from bulkmail.db.engine import Database
 from bulkmail.db.models import PAUSED, RUNNING
 from bulkmail.db.queries import Claimed, Result
 from bulkmail.delivery import owners
-from bulkmail.delivery.autopause import pause_reason, streak_changes
+from bulkmail.delivery.autopause import LocalStreak, pause_reason, streak_changes
 from bulkmail.delivery.classify import Reply
 from bulkmail.delivery.disposition import RetryPolicy, decide, failed
-from bulkmail.delivery.leases import LeaseBook
+from bulkmail.delivery.leases import LeaseKeeper
 from bulkmail.delivery.pipeline import CampaignUnusable, MessageFactory
 from bulkmail.delivery.recorder import Recorder
 from bulkmail.delivery.retry import parse_duration
@@ -60,7 +60,6 @@ IDLE_LANE_SECONDS = 2.0  # a lane with nothing to send closes its session after 
 SITE_DOWN_SECONDS = 60.0  # after no host of a site accepted a connection, defer its rows this long
 MONITOR_SECONDS = 1.0
 HEARTBEAT_WINDOW = 5.0  # an engine not heard from for this long no longer counts
-REAP_SECONDS = 5.0  # how often to look for dead engines' leases (and once at start)
 
 
 class Engine:
@@ -107,8 +106,7 @@ class Engine:
         self.live = 1  # engines alive in the fleet (heartbeats), for fair shares of slots
         self.peers_hint = peers_hint  # engines started together with this one (--workers)
         self._started = time.monotonic()
-        self.book = LeaseBook(self.lease)
-        self._reaped = -1e9
+        self.streak = LocalStreak(settings.schedule.pause_after_failures)
         self.stopping = asyncio.Event()
         self.fatal: BulkmailError | None = None
         self._give_back: list[int] = []
@@ -117,6 +115,7 @@ class Engine:
         self._drained = asyncio.Event()
         self._lanes: set[asyncio.Task[None]] = set()
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="bulkmail-db")
+        self.leases = LeaseKeeper(db, owner, self.lease, self.in_db)
 
     async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a database call on this engine's one DB thread, off the event loop."""
@@ -130,7 +129,7 @@ class Engine:
         monitor = asyncio.create_task(self._monitor(deadline))
         try:
             await self._heartbeat()
-            await self._reap()
+            await self.leases.reap()
             await self._refresh_campaigns()
             await self._claim_loop(until_idle)
         except BaseException:
@@ -154,7 +153,7 @@ class Engine:
             await self._recorder_task
         except BulkmailError as exc:  # the database stayed unwritable: rows keep their leases
             self.fatal = self.fatal or exc
-        if self._pausing:  # failure counts of the last batches, and the pauses they cause
+        while self._pausing:  # failure counts of the last batches, and the pauses they cause
             await asyncio.wait(set(self._pausing))
         monitor.cancel()
         try:
@@ -191,7 +190,7 @@ class Engine:
                 now - owners.STALE_HEARTBEAT_SECONDS,  # live holders keep lapsed rows
             )
             if rows:
-                self.book.held((r.id for r in rows), now)
+                self.leases.claimed((r.id for r in rows), now)
                 if await self._dispatch(rows) == len(rows):
                     # All of it belongs to sites whose slots other engines hold: let them
                     # work, ask again shortly (the rows are due again at once).
@@ -220,7 +219,7 @@ class Engine:
         for row in rows:
             route = routes[row.domain]
             if route.reply is not None:
-                self.recorder.add(self._decide(row, route.reply, None, None))
+                self._record(self._decide(row, route.reply, None, None))
                 continue
             site = self._site(route)
             if not site.slots and not site.may_ask(time.monotonic()):
@@ -327,7 +326,7 @@ class Engine:
         """Send one claimed delivery; returns the session to keep using (or None)."""
         if site.down_until > time.monotonic() and site.down_reply is not None:
             # No new attempt, but a site failure all the same: it counts towards auto-pause.
-            self.recorder.add(self._decide(row, site.down_reply, None, None))
+            self._record(self._decide(row, site.down_reply, None, None))
             return session
         try:
             message = self.factory.build(row)
@@ -335,7 +334,7 @@ class Engine:
             self._give_back.append(row.id)
             return session
         except BulkmailError as exc:
-            self.recorder.add(failed(row, str(exc)))
+            self._record(failed(row, str(exc)))
             return session
         if session is not None and (
             not session.alive() or session.messages_sent >= site.limits.messages_per_connection
@@ -347,7 +346,7 @@ class Engine:
             if isinstance(opened, Outcome):
                 site.down_until = time.monotonic() + SITE_DOWN_SECONDS
                 site.down_reply = opened.reply
-                self.recorder.add(self._decide(row, opened.reply, opened.mx_host, opened.tls))
+                self._record(self._decide(row, opened.reply, opened.mx_host, opened.tls))
                 return None
             session = opened
             site.down_until, site.down_reply = 0.0, None
@@ -359,7 +358,7 @@ class Engine:
         outcome = await session.send(
             message.envelope_from, message.recipient, message.data, smtputf8=message.smtputf8
         )
-        self.recorder.add(
+        self._record(
             self._decide(
                 row, outcome.reply, outcome.mx_host or session.mx_host, outcome.tls or session.tls
             )
@@ -380,40 +379,48 @@ class Engine:
         )
 
     async def _still_ours(self, row: Claimed) -> bool:
-        """Right before sending: is the row still ours? Asks the database only when the
-        lease book cannot be sure (``leases``); a lost row is dropped, not sent."""
+        """Right before sending: is the row still ours (``leases``)? A lost row is dropped,
+        one the database cannot vouch for goes back; neither is sent."""
         if self.inflight.get(row.id) is not row:
             return False
-        now = time.time()
-        if self.book.sure(row.id, now):
-            return True
-        try:
-            kept = await self.in_db(queries.renew, self.db, self.owner, [row.id], now, self.lease)
-        except BulkmailError as exc:  # cannot tell: do not send; it goes back when we can
-            log.warning("cannot confirm the lease of delivery %s (%s); not sending it", row.id, exc)
+        ours = await self.leases.confirm(row.id)
+        if ours is None:
             self._give_back.append(row.id)
-            return False
-        if self.book.renewed([row.id], kept, now):
-            log.warning("delivery %s was claimed by another engine; not sending it", row.id)
+        elif not ours:
             self._drop([row.id])
-            return False
-        return True
+        return bool(ours)
 
     def _drop(self, ids: list[int]) -> None:
         """Forget rows: written, given back, or now another engine's (a result we still
         hold for one of those is written all the same)."""
         for i in ids:
             self.inflight.pop(i, None)
-        self.book.forget(ids)
+        self.leases.book.forget(ids)
         self._room.set()
+
+    def _record(self, result: Result) -> None:
+        """Hand a result to the recorder; this engine's own failure streak pauses at once."""
+        self.recorder.add(result)
+        if count := self.streak.add(result):
+            self._pause_now(result.campaign_id, count)
 
     def _written(self, batch: list[Result]) -> None:
         self._drop([r.delivery_id for r in batch])
         changes = streak_changes(batch)
         if changes and self.settings.schedule.pause_after_failures:
-            task = asyncio.get_running_loop().create_task(self._count_failures(changes))
-            self._pausing.add(task)
-            task.add_done_callback(self._pausing.discard)
+            self._spawn(self._count_failures(changes))
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run a failure count or a pause beside the lanes (awaited at wind-down)."""
+        task = asyncio.get_running_loop().create_task(job)
+        self._pausing.add(task)
+        task.add_done_callback(self._pausing.discard)
+
+    def _pause_now(self, cid: int, count: int) -> None:
+        """Stop sending the campaign now (lanes give back its rows) and pause it."""
+        if cid in self.active:
+            self.active = [c for c in self.active if c != cid]
+            self._spawn(self._pause(cid, count))
 
     async def _count_failures(self, changes: dict[int, tuple[bool, int]]) -> None:
         """Move the shared failure streaks; pause a campaign that reached the limit."""
@@ -422,12 +429,9 @@ class Engine:
         except BulkmailError as exc:  # counting is advisory: sending goes on
             log.warning("could not count failures (%s)", exc)
             return
-        limit = self.settings.schedule.pause_after_failures
         for cid, streak in streaks.items():
-            if streak >= limit and cid in self.active:
-                # Stop now, not at the next monitor tick: lanes give back its waiting rows.
-                self.active = [c for c in self.active if c != cid]
-                await self._pause(cid, streak)
+            if streak >= self.settings.schedule.pause_after_failures:
+                self._pause_now(cid, streak)
 
     # -- the monitor: campaigns, leases, give-backs -----------------------------------------
     async def _monitor(self, deadline: float | None) -> None:
@@ -446,8 +450,8 @@ class Engine:
         if deadline is not None and now >= deadline:
             self.stop()
         await self._heartbeat()
-        if now - self._reaped >= REAP_SECONDS:
-            await self._reap()
+        if self.leases.reap_due():
+            await self.leases.reap()
         await self._refresh_campaigns()
         if self._give_back:
             ids, self._give_back = self._give_back, []
@@ -461,7 +465,7 @@ class Engine:
     async def _heartbeat(self) -> None:
         at = time.time()
         live = await self.in_db(control.heartbeat, self.db, self.owner, at, HEARTBEAT_WINDOW)
-        if self.book.beat(at):  # after a gap: renew (and learn what was lost) this tick
+        if self.leases.book.beat(at):  # after a gap: renew (and learn what was lost) now
             self._last_renew = -1e9
         if time.monotonic() - self._started < HEARTBEAT_WINDOW:
             live = max(live, self.peers_hint)  # siblings started with us may not have beaten yet
@@ -484,18 +488,11 @@ class Engine:
             self._start_lanes(site)
         self._update_exclusions(site)
 
-    async def _reap(self) -> None:
-        """End the leases of dead engines now (``owners``): their rows come due at once."""
-        self._reaped = time.monotonic()
-        now = time.time()
-        holders, seen = await self.in_db(control.lease_holders, self.db, now)
-        dead = owners.dead_owners(holders, seen, me=self.owner, now=now)
-        if dead:
-            rows = await self.in_db(control.reclaim, self.db, sorted(dead), now)
-            log.info("reclaimed %d deliveries and the slots of %d dead engine(s)", rows, len(dead))
-
     async def _refresh_campaigns(self) -> None:
-        self.active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
+        active = await self.in_db(control.campaigns_in, self.db, [RUNNING], self.scope)
+        for cid in set(active) - set(self.active):
+            self.streak.counts[cid] = 0  # resumed: a fresh count
+        self.active = active
 
     async def _pause(self, cid: int, count: int) -> None:
         reason = pause_reason(count)
@@ -508,12 +505,12 @@ class Engine:
 
     async def _renew(self, now: float) -> None:
         """Renew rows and slots; rows another engine took meanwhile are dropped, not sent."""
-        ids, at = list(self.inflight), time.time()
-        rows = await self.in_db(queries.renew, self.db, self.owner, ids, at, self.lease)
-        if lost := [i for i in self.book.renewed(ids, rows, at) if i in self.inflight]:
+        if lost := [i for i in await self.leases.renew(list(self.inflight)) if i in self.inflight]:
             log.warning("lost the leases of %d deliveries to another engine: dropped", len(lost))
             self._drop(lost)
-        kept = await self.in_db(control.renew_slots, self.db, self.owner, at, self.site_lease)
+        kept = await self.in_db(
+            control.renew_slots, self.db, self.owner, time.time(), self.site_lease
+        )
         for site in self.sites.values():
             if site.slots - kept:
                 log.warning("lost slot(s) of site %s to another process", site.name)

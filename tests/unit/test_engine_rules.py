@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bulkmail.db.models import BOUNCED, DEFERRED, EXPIRED, FAILED, SENT
 from bulkmail.db.queries import Result
-from bulkmail.delivery.autopause import is_site_failure, streak_changes
+from bulkmail.delivery.autopause import LocalStreak, is_site_failure, streak_changes
 from bulkmail.delivery.leases import LeaseBook
 from bulkmail.delivery.owners import dead_owners, local_pid, owner_id
 
@@ -87,3 +87,13 @@ def test_streak_changes_reset_at_the_last_success_per_campaign() -> None:
     ]
     assert streak_changes(batch) == {1: (True, 2), 2: (False, 1)}
     assert streak_changes([outcome(4, SENT, 250)]) == {4: (True, 0)}
+
+
+def test_the_local_streak_reaches_the_limit_at_once_and_a_success_resets_it() -> None:
+    streak = LocalStreak(limit=3)
+    blocked = outcome(1, BOUNCED, 554, "5.7.1")
+    assert [streak.add(blocked) for _ in range(2)] == [0, 0]
+    assert streak.add(outcome(1, SENT, 250)) == 0
+    assert [streak.add(blocked) for _ in range(4)] == [0, 0, 3, 4]
+    assert streak.add(outcome(2, BOUNCED, 550, "5.1.1")) == 0  # a recipient's own bounce
+    assert LocalStreak(limit=0).add(blocked) == 0  # 0: auto-pause off
