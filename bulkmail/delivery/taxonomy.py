@@ -137,6 +137,7 @@ _INVALID_RECIPIENT = _words(
     r"address (?:could ?n[o']t|cannot|can't) be found|address not found",
     r"undeliverable address",
     r"email account that you tried to reach does not exist|address (?:is )?not (?:found|valid)",
+    r"check (?:if|that|whether) (?:the )?(?:e-?mail |recipient'?s? )?address is (?:correct|valid)",
 )
 # The recipient exists and chose not to receive this (its settings, a filter it set up).
 _REFUSED_BY_CHOICE = _words(
