@@ -80,7 +80,8 @@ class Row:
         }
 
 
-def _suppressed(db: Database) -> ColumnElement[bool]:
+def suppressed_clause(db: Database) -> ColumnElement[bool]:
+    """SQL: the ``subscribers`` row in the query is suppressed (by key, or by hash: forgotten)."""
     from sqlalchemy import literal_column, or_
 
     hashed = literal_column(hashed_key_sql("subscribers.email_key", db.sqlite), String)
@@ -116,7 +117,7 @@ def _where(db: Database, f: Filter) -> list[ColumnElement[bool]]:
         field_ = Subscriber.attributes[key.strip()].as_string()
         clauses.append(field_ == value if eq else field_.is_not(None))
     if f.suppressed is not None:
-        clauses.append(_suppressed(db) if f.suppressed else ~_suppressed(db))
+        clauses.append(suppressed_clause(db) if f.suppressed else ~suppressed_clause(db))
     return clauses
 
 
@@ -127,7 +128,7 @@ def list_subscribers(
     if limit < 1:
         raise InputError("--limit must be at least 1")
     query = (
-        select(Subscriber, _suppressed(db).label("suppressed"))
+        select(Subscriber, suppressed_clause(db).label("suppressed"))
         .where(Subscriber.id > after, *_where(db, f))
         .order_by(Subscriber.id)
         .limit(limit)
@@ -320,7 +321,9 @@ def list_details(db: Database, name: str) -> dict[str, Any]:
             select(func.count())
             .select_from(Membership)
             .join(Subscriber, Subscriber.id == Membership.subscriber_id)
-            .where(Membership.list_id == lst.id, Membership.status == SUBSCRIBED, _suppressed(db))
+            .where(
+                Membership.list_id == lst.id, Membership.status == SUBSCRIBED, suppressed_clause(db)
+            )
         )
         campaigns = s.execute(
             select(Campaign.id, Campaign.name, Campaign.state)

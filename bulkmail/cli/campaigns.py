@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from bulkmail import campaigns as lib
+from bulkmail.cli import sendsafe
+from bulkmail.cli.confirm import yes_option
 from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option, workers_option
 from bulkmail.reports.terminal import printable
@@ -179,28 +181,55 @@ def preview(app: App, campaign_id: int, to: str) -> None:
     is_flag=True,
     help="Send even though no DKIM key is configured (else refused).",
 )
+@sendsafe.test_to_option
+@sendsafe.as_option
+@sendsafe.dry_run_option
+@sendsafe.confirm_above_option
+@yes_option
 @json_option
 @pass_app
 def send(
-    app: App, campaign_id: int, workers: int, wait: bool, unsigned: bool, as_json: bool
+    app: App,
+    campaign_id: int,
+    workers: int,
+    wait: bool,
+    unsigned: bool,
+    test_to: str | None,
+    as_address: str | None,
+    dry_run: bool,
+    confirm_above: int,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Deliver a campaign: enqueue its recipients, then send everything due now.
 
     Safe to run again at any time, also after a crash: nothing already sent is sent again
     (except the few messages in flight at a hard kill). Ctrl-C stops claiming, lets the
-    messages in flight finish, records them and prints the summary.
+    messages in flight finish, records them and prints the summary. On a terminal it asks
+    first when more than --confirm-above recipients would be mailed (not under cron).
 
     \b
     Example:
+      bulkmail campaigns send 1 --test-to me@example.com --as ann@example.com
+      bulkmail campaigns send 1 --dry-run
       bulkmail campaigns send 1 --workers 2 --wait
     """
     from bulkmail.cli.progress import ProgressView
     from bulkmail.delivery.runner import send_campaign
     from bulkmail.signing.policy import require_signing
 
+    if test_to:
+        sendsafe.run_test_send(app, campaign_id, test_to, as_address, unsigned, as_json)
+        return
+    if as_address:
+        raise click.UsageError("--as goes with --test-to")
+    if dry_run:
+        sendsafe.show_dry_run(app, campaign_id, as_json)
+        return
     db = app.ready_db()
     lib.get_campaign(db, campaign_id)
     require_signing(app.settings, unsigned=unsigned)
+    sendsafe.confirm_large_send(app, campaign_id, confirm_above, yes)
     with ProgressView(campaign_id, enabled=not as_json) as view:
         report = send_campaign(
             app.settings,
