@@ -28,6 +28,7 @@ TABLES = (
     "subscribers",
     "suppressions",
     "lists",
+    "mta_sts_policies",
     "site_leases",
     "workers",
 )

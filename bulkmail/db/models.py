@@ -150,6 +150,12 @@ class Delivery(Base):
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The last attempt's TLS (migration 0006): version, authenticated, by what, and a
+    # policy in mode testing that was not met.
+    tls_version: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    tls_authenticated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    tls_auth: Mapped[str | None] = mapped_column(String(10), nullable=True)  # none|pkix|mta-sts|dane
+    tls_failure: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Event(Base):
@@ -196,3 +202,17 @@ class Worker(Base):
     owner: Mapped[str] = mapped_column(String(100), primary_key=True)
     seen_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float] = mapped_column(Float)
+
+
+class MtaStsPolicy(Base):
+    """A fetched MTA-STS policy (RFC 8461) of one recipient domain, shared by a fleet."""
+
+    __tablename__ = "mta_sts_policies"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(10))
+    mx: Mapped[str] = mapped_column(Text)  # the patterns, one a line
+    max_age: Mapped[int] = mapped_column(Integer)
+    fetched_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)

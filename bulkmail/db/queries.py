@@ -71,6 +71,10 @@ class Result:
     tls: str | None
     event: str | None  # kind of event to append, or None
     suppress: bool = False
+    tls_version: str | None = None  # migration 0006: the TLS of this attempt
+    tls_authenticated: bool | None = None
+    tls_auth: str | None = None  # none | pkix | mta-sts | dane
+    tls_failure: str | None = None  # a policy in mode testing not met
 
 
 def enqueue(
@@ -296,6 +300,8 @@ _RECORD = f"""
            next_attempt_at = COALESCE(:next_at, next_attempt_at),
            lease_owner = NULL, lease_until = NULL, last_code = :code, last_enhanced = :enhanced,
            last_text = :text, mx_host = :mx_host, tls = :tls, updated_at = :now,
+           tls_version = :tls_version, tls_authenticated = :tls_authenticated,
+           tls_auth = :tls_auth, tls_failure = :tls_failure,
            finished_at = CASE WHEN :final THEN :now ELSE NULL END
     WHERE id = :id AND {{}}
 """
@@ -324,6 +330,10 @@ def record(db: Database, results: Sequence[Result], now: float, owner: str | Non
             "text": r.text,
             "mx_host": r.mx_host,
             "tls": r.tls,
+            "tls_version": r.tls_version,
+            "tls_authenticated": r.tls_authenticated,
+            "tls_auth": r.tls_auth,
+            "tls_failure": r.tls_failure,
             "now": now,
             "final": r.state != DEFERRED,
         }

@@ -14,6 +14,7 @@ from bulkmail.db.models import BOUNCED, DEFERRED, EXPIRED, FAILED, SENT
 from bulkmail.db.queries import Claimed, Result
 from bulkmail.delivery.classify import Disposition, Reply, classify_reply
 from bulkmail.delivery.retry import next_attempt_at
+from bulkmail.delivery.tlspolicy import TlsState
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,9 @@ def decide(
     now: float,
     policy: RetryPolicy,
     rng: random.Random | None = None,
+    tls_state: TlsState | None = None,
 ) -> Result:
-    """The Result of ``item``'s attempt that ended with ``reply``."""
+    """The Result of ``item``'s attempt that ended with ``reply`` (over ``tls_state``)."""
     verdict = classify_reply(reply)
     state, next_at, event, suppress = SENT, None, None, False
     if verdict.disposition is Disposition.SENT:
@@ -71,6 +73,10 @@ def decide(
         tls=tls,
         event=event,
         suppress=suppress,
+        tls_version=tls_state.version if tls_state is not None and tls_state.used else None,
+        tls_authenticated=tls_state.auth != "none" if tls_state is not None else None,
+        tls_auth=tls_state.auth if tls_state is not None else None,
+        tls_failure=tls_state.failure if tls_state is not None else None,
     )
 
 

@@ -89,7 +89,7 @@ class Engine:
         self.site_lease = eng.site_lease_seconds
         self.max_inflight = eng.batch_size * 4
         self.connector = connector or Connector(transport_settings(settings))
-        self.resolver = resolver or make_router(settings)
+        self.resolver = resolver or make_router(settings, db)
         self.relay = isinstance(self.resolver, RelayRouter)
         self.factory = factory or MessageFactory(settings, db)
         self.policy = RetryPolicy(
@@ -376,6 +376,7 @@ class Engine:
             now=time.time(),
             policy=self.policy,
             rng=self.rng,
+            tls_state=tls,
         )
 
     async def _still_ours(self, row: Claimed) -> bool:

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import dns.asyncresolver
 import dns.exception
@@ -33,6 +33,9 @@ import dns.resolver
 
 from bulkmail.delivery.classify import Reply, dns_temporary, no_such_domain, null_mx
 from bulkmail.errors import ConfigError, DeliveryError
+
+if TYPE_CHECKING:
+    from bulkmail.delivery.tlspolicy import Requirement
 
 __all__ = ["MxHost", "MxResolver", "Route"]
 
@@ -43,12 +46,15 @@ MAX_CACHE_ENTRIES = 200_000
 
 @dataclass(frozen=True)
 class MxHost:
-    """One host to try. ``port`` is set only by a static route; None = the delivery port."""
+    """One host to try. ``port`` is set only by a static route; None = the delivery port.
+    ``requirement``: what the recipient domain's published policy (MTA-STS) asks of TLS to
+    this host (``securing.py``); None: the configured [sender] tls alone."""
 
     name: str
     preference: int
     addresses: tuple[str, ...]
     port: int | None = None
+    requirement: Requirement | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,19 @@ class MxResolver:
         hosts share the load even when one Route serves many messages."""
         return self._order(list(hosts))
 
+    def is_static(self, domain: str) -> bool:
+        """True when ``domain`` (normalised) has a static route in [routes]."""
+        return domain in self._static
+
+    async def txt(self, name: str) -> tuple[str, tuple[str, ...]]:
+        """(status, records) of a cached TXT lookup; each record's strings joined."""
+        found = await self._lookup(_normalise(name) or name, "TXT")
+        return found.status, found.records
+
+    async def host_addresses(self, host: str) -> tuple[tuple[str, ...], str]:
+        """The cached addresses of ``host`` (IPv4 first), or ((), why)."""
+        return await self._addresses(_normalise(host) or host)
+
     def _order(self, hosts: list[MxHost]) -> tuple[MxHost, ...]:
         """Sort by preference; shuffle each group of equal preference (RFC 5321 5.1)."""
         ordered: list[MxHost] = []
@@ -236,6 +255,8 @@ class MxResolver:
             return _Lookup("nodata"), min(ttl, MAX_NEGATIVE_TTL)
         if rdtype == "MX":
             records: tuple = tuple((rd.preference, _host_text(rd.exchange)) for rd in answer.rrset)
+        elif rdtype == "TXT":
+            records = tuple(b"".join(rd.strings).decode("utf-8", "replace") for rd in answer.rrset)
         else:
             records = tuple(rd.address for rd in answer.rrset)
         return _Lookup("ok", records), min(ttl, MAX_TTL)

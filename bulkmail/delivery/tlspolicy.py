@@ -22,6 +22,13 @@ the STARTTLS step. Policies (``TransportSettings.tls``):
 What a (host, address) taught us is remembered for ``TlsPolicy.ttl`` (an hour), so a site with
 a self-signed certificate costs one extra connection per hour rather than one per session.
 The price: a site that fixes its certificate is reported ``verified=False`` until then.
+
+A recipient domain's published policy (MTA-STS, ``Requirement`` on each ``MxHost``) comes on
+top: in mode enforce only a verified handshake (chain and MX name) is tried, whatever
+``[sender] tls`` says, and its failure ends the attempt at that address; in mode testing the
+verified handshake is tried first and a failure is only recorded (``TlsState.failure``).
+``TlsState.auth`` says what authenticated the peer: none, pkix (verified against the CAs
+without a policy asking), mta-sts.
 """
 
 from __future__ import annotations
@@ -50,6 +57,18 @@ class TlsState:
     verified: bool
     version: str | None = None
     cipher: str | None = None
+    auth: str = "none"  # none | pkix | mta-sts | dane: what authenticated the peer
+    failure: str | None = None  # a policy in mode testing that was not met, and why
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a recipient domain's published policy asks of TLS to one of its MX hosts."""
+
+    source: str  # "mta-sts"
+    enforce: bool  # True: authenticated TLS or no delivery; False (mode testing): record only
+    matched: bool = True  # the MX host name matches the policy's mx patterns
+    label: str = ""  # names the policy in texts: "MTA-STS policy of example.com (id 2026)"
 
 
 PLAINTEXT = TlsState(used=False, verified=False)
@@ -60,7 +79,8 @@ def tls_state(ssl_object: ssl.SSLObject | None, *, verified: bool) -> TlsState:
     if ssl_object is None:
         return PLAINTEXT
     cipher = ssl_object.cipher()
-    return TlsState(True, verified, ssl_object.version(), cipher[0] if cipher else None)
+    auth = "pkix" if verified else "none"
+    return TlsState(True, verified, ssl_object.version(), cipher[0] if cipher else None, auth)
 
 
 def verifying_context(ca_file: str | None) -> ssl.SSLContext:

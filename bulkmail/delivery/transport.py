@@ -43,7 +43,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, cast
 
@@ -71,6 +71,7 @@ from bulkmail.delivery.tlspolicy import (
     PLAINTEXT,
     POLICIES,
     VERIFY,
+    Requirement,
     TlsContexts,
     TlsPolicy,
     TlsState,
@@ -454,6 +455,7 @@ class Connector:
         self._tls = TlsPolicy(settings.tls, settings.ca_file)
         relay = settings.relay
         self._relay_contexts = TlsContexts(relay.ca_file or settings.ca_file) if relay else None
+        self._policy_contexts: TlsContexts | None = self._tls.contexts  # built when first needed
 
     async def open(self, hosts: Sequence[MxHost]) -> Session | Outcome:
         """A session to the first MX host address that works, else the last failure."""
@@ -463,11 +465,48 @@ class Connector:
         for host in hosts:
             target_port = host.port or self._settings.port
             for address in host.addresses:
-                result = await self._open_mx(host.name.rstrip("."), address, target_port)
+                name = host.name.rstrip(".")
+                if host.requirement is None:
+                    result = await self._open_mx(name, address, target_port)
+                else:
+                    result = await self._open_required(name, address, target_port, host.requirement)
                 if isinstance(result, Session):
                     return result
                 outcome = result
         return outcome
+
+    async def _open_required(
+        self, name: str, address: str, port: int, requirement: Requirement
+    ) -> Session | Outcome:
+        """An address under a published policy: a verified handshake (chain and MX name) first.
+
+        Enforced: nothing else is tried, a TLS failure is the outcome (deferred, 4.7.5, the
+        policy named) and no byte of a message goes out. Testing: the failure is recorded in
+        the session's ``TlsState.failure`` and the usual handshakes of [sender] tls follow.
+        """
+        if self._policy_contexts is None:
+            self._policy_contexts = TlsContexts(self._settings.ca_file)
+        target = _Target(name, address, port, self._policy_contexts, tls_required=True)
+        outside = None if requirement.matched else f"{name} is not an mx of the policy"
+        try:
+            session = await self._start(target, VERIFY)
+        except _Failed as failure:
+            if failure.stage != "tls":
+                return Outcome(failure.reply, name, None, failure.stage)
+            detail = failure.reply.text.removeprefix(tls_unavailable().text + ": ")
+            why = f"{requirement.label}: no verified TLS: {detail}"
+            if requirement.enforce:
+                log.info("%s: %s", target.label, why)
+                return Outcome(Reply(451, why, "4.7.5"), name, None, "tls")
+            opened = await self._open_mx(name, address, port)
+            if isinstance(opened, Session):
+                opened.tls = replace(opened.tls, failure=why[:500])
+            return opened
+        if outside is not None:  # testing only: the router drops such hosts when enforcing
+            session.tls = replace(session.tls, failure=f"{requirement.label}: {outside}")
+        else:
+            session.tls = replace(session.tls, auth=requirement.source)
+        return session
 
     async def _open_mx(self, name: str, address: str, port: int) -> Session | Outcome:
         """One address, with the TLS fallbacks of the policy (each on a new connection)."""

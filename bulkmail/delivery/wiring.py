@@ -6,7 +6,11 @@ a delivery's TLS is stored. Kept apart from ``engine.py`` so the dispatcher read
 from __future__ import annotations
 
 from bulkmail.config import Settings
+from bulkmail.db.engine import Database
+from bulkmail.db.stspolicies import CachedPolicy, load_policy, save_policy
+from bulkmail.delivery.mtasts import MtaSts
 from bulkmail.delivery.routing import MxResolver, RelayRouter
+from bulkmail.delivery.securing import SecureRouter
 from bulkmail.delivery.transport import RelaySettings, TlsState, TransportSettings
 
 
@@ -19,16 +23,42 @@ def tls_label(tls: TlsState | None) -> str | None:
     return f"{tls.version or 'TLS'} {'verified' if tls.verified else 'unverified'}"
 
 
-def make_router(settings: Settings) -> MxResolver | RelayRouter:
-    """MX routing, or in relay mode one route to the smart host for every domain."""
+class DbPolicyStore:
+    """The fleet's MTA-STS policy cache in the campaign database (``db.stspolicies``)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def load(self, domain: str) -> CachedPolicy | None:
+        return load_policy(self.db, domain)
+
+    def save(self, cached: CachedPolicy) -> None:
+        save_policy(self.db, cached)
+
+
+def make_router(
+    settings: Settings, db: Database | None = None
+) -> MxResolver | RelayRouter | SecureRouter:
+    """MX routing (under MTA-STS unless [sender] mta_sts = "off"), or in relay mode one route
+    to the smart host for every domain (the relay's own TLS rules apply there)."""
     if settings.sender.mode == "relay":
         return RelayRouter(settings.relay.host, settings.relay.port)
-    return MxResolver(
+    resolver = MxResolver(
         settings.dns.nameservers,
         settings.dns.port,
         settings.dns.timeout,
         static_routes=settings.routes,
     )
+    if settings.sender.mta_sts == "off":
+        return resolver
+    ca_file = settings.sender.ca_file
+    mta_sts = MtaSts(
+        resolver,
+        ca_file=str(settings.path(ca_file)) if ca_file else None,
+        port=settings.sender.mta_sts_port,
+        store=DbPolicyStore(db) if db is not None else None,
+    )
+    return SecureRouter(resolver, mta_sts, settings.sender.mta_sts)
 
 
 def transport_settings(settings: Settings) -> TransportSettings:

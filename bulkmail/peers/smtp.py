@@ -150,6 +150,7 @@ class _Hooks:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         peer = self.peer
+        peer.commands.append(("MAIL", bool(getattr(server, "uses_tls", False))))
         if peer.auth is not None and peer.auth_required and not session.authenticated:
             return AUTH_REQUIRED_REPLY
         reply = peer.script.mail_reply or "250 2.1.0 OK"
@@ -169,6 +170,7 @@ class _Hooks:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(server, _ScriptedSMTP)
+        self.peer.commands.append(("DATA", server.uses_tls))
         script = self.peer.script
         received = Received(
             mail_from=envelope.mail_from or "",
@@ -251,6 +253,7 @@ class SmtpServer(Peer):
         self.size_limit = size_limit
         self.messages: list[Received] = []
         self.dropped: list[Received] = []  # received, then the connection was dropped (script)
+        self.commands: list[tuple[str, bool]] = []  # ("MAIL" | "DATA", over TLS) as they came
         self.sessions_total = 0
         self.sessions_now = 0
         self.max_concurrent_sessions = 0

@@ -1,0 +1,75 @@
+"""Routes under the recipient domain's published TLS policy (MTA-STS, RFC 8461 section 4).
+
+``SecureRouter`` wraps ``MxResolver``: the route of a domain with a policy in force carries a
+``Requirement`` on each MX host, which the transport obeys (``Connector._open_required``):
+
+- mode ``enforce`` (and ``[sender] mta_sts = "enforce"``): MX hosts outside the policy's
+  ``mx`` patterns are dropped; none left: the route's reply defers the delivery (451 4.7.5,
+  the policy named) and no connection is made. The rest must offer STARTTLS with a
+  certificate valid for the MX name, or the attempt is deferred, never sent in plaintext.
+- mode ``testing`` (or any policy under ``"testing-only"``): every MX host is kept and the
+  delivery goes as before; what the policy would have refused is recorded per delivery.
+- mode ``none`` or no policy: the route is the resolver's, untouched.
+
+The site of a policy-bound route gets a suffix (``#mta-sts-enforce``): its sessions are
+opened under the policy, so they are never shared with a domain on the same MX hosts that
+has no policy, and a policy failure does not mark the other domains' site as down. The
+price: such domains count against their own connection slots.
+
+A route is computed once per claimed batch per domain; the policy comes from ``MtaSts``'s
+cache (a dictionary lookup and the cached TXT answer), so this costs nothing per message.
+Static routes ([routes]) and address literals are the operator's choice: no policy applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bulkmail.delivery.classify import Reply
+from bulkmail.delivery.mtasts import MtaSts
+from bulkmail.delivery.routing import MxHost, MxResolver, Route
+from bulkmail.delivery.tlspolicy import Requirement
+
+__all__ = ["POLICY_PREFIX", "SecureRouter"]
+
+POLICY_PREFIX = "MTA-STS policy of "  # every policy deferral's text starts so (reports)
+
+
+class SecureRouter:
+    """MX routes with the recipient domains' MTA-STS policies applied."""
+
+    def __init__(self, resolver: MxResolver, mta_sts: MtaSts, setting: str = "enforce") -> None:
+        self.resolver = resolver
+        self.mta_sts = mta_sts
+        self.testing_only = setting == "testing-only"
+
+    async def route(self, domain: str) -> Route:
+        route = await self.resolver.route(domain)
+        if route.reply is not None or route.domain.startswith("["):
+            return route
+        if self.resolver.is_static(route.domain):
+            return route
+        cached = await self.mta_sts.policy(route.domain)
+        if cached is None or cached.policy.mode == "none":
+            return route
+        policy = cached.policy
+        enforce = policy.mode == "enforce" and not self.testing_only
+        label = f"{POLICY_PREFIX}{route.domain} (id {cached.policy_id}, mode {policy.mode})"
+        hosts: list[MxHost] = []
+        for host in route.hosts:
+            matched = policy.allows(host.name)
+            if enforce and not matched:
+                continue
+            hosts.append(replace(host, requirement=Requirement("mta-sts", enforce, matched, label)))
+        if not hosts:
+            names = ", ".join(sorted({h.name for h in route.hosts}))
+            text = f"{label}: no MX host matches its mx {', '.join(policy.mx)} (MX: {names})"
+            return Route(route.domain, (), route.site, Reply(451, text, "4.7.5"))
+        if enforce:
+            site = ",".join(sorted({h.name for h in hosts})) + "#mta-sts-enforce"
+        else:
+            site = route.site + "#mta-sts-testing"
+        return Route(route.domain, tuple(hosts), site)
+
+    def reshuffle(self, hosts: tuple[MxHost, ...]) -> tuple[MxHost, ...]:
+        return self.resolver.reshuffle(hosts)
