@@ -167,6 +167,20 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """Events POSTed to your endpoints by ``bulkmail webhooks run``: HMAC-signed JSON, retried
+    with backoff until answered 2xx. With no ``urls`` nothing is written to the outbox."""
+
+    urls: tuple[str, ...] = ()
+    secret_env: str = "BULKMAIL_WEBHOOK_SECRET"  # the HMAC-SHA256 key for the signature
+    events: tuple[str, ...] = ()  # types to send ("delivery.sent", "campaign.*"); empty: all
+    timeout: float = 10.0  # seconds for one POST
+    concurrency: int = 8  # POSTs in flight at once
+    retry_initial: float = 10.0  # seconds before the first retry, doubled after each failure
+    retry_max: float = 3600.0  # ... up to this; an event is retried until delivered
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = DatabaseSettings()
     sender: SenderSettings = SenderSettings()
@@ -181,6 +195,7 @@ class Settings:
     bounces: BounceSettings = BounceSettings()
     check: CheckSettings = CheckSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = "<defaults>"
     base_dir: Path = Path(".")
@@ -236,6 +251,7 @@ _SECTIONS: dict[str, type] = {
     "bounces": BounceSettings,
     "check": CheckSettings,
     "schedule": ScheduleSettings,
+    "webhooks": WebhookSettings,
 }
 
 
@@ -311,6 +327,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f'{s.source}: relay.host: required when sender.mode = "relay"')
     if bool(s.dkim.key_file) and not (s.dkim.domain and s.dkim.selector):
         raise ConfigError(f"{s.source}: dkim: key_file needs domain and selector too")
+    for i, url in enumerate(s.webhooks.urls):
+        if not url.startswith(("https://", "http://")) or len(url) > 2000:
+            raise ConfigError(f"{s.source}: webhooks.urls[{i}]: not an http(s) URL: {url!r}")
+    if s.webhooks.concurrency < 1 or s.webhooks.timeout <= 0:
+        raise ConfigError(f"{s.source}: webhooks: concurrency and timeout must be more than 0")
     for domain, lim in s.limits.items():
         if lim.connections < 1:
             raise ConfigError(f"{s.source}: limits.{domain}.connections: must be at least 1")

@@ -31,6 +31,7 @@ TABLES = (
     "mta_sts_policies",
     "site_leases",
     "workers",
+    "outbox",
 )
 
 

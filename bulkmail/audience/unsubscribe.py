@@ -25,6 +25,7 @@ from bulkmail.compose.tokens import parse_token
 from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
 from bulkmail.db.models import SUBSCRIBED, UNSUBSCRIBED
+from bulkmail.webhooks import outbox
 
 __all__ = [
     "Target",
@@ -148,6 +149,21 @@ def _unsubscribe(
                     "key": dedupe_key[:200] if dedupe_key else None,
                     "now": stamp,
                 },
+            )
+            outbox.add(
+                s,
+                outbox.delivery_type(EVENT_KIND),
+                [
+                    {
+                        "campaign_id": campaign_id,
+                        "subscriber_id": target.subscriber_id,
+                        "email": target.email,
+                        "list_id": target.list_id,
+                        "list": target.list_name,
+                        "source": source[:50],
+                    }
+                ],
+                stamp,
             )
     return UnsubscribeOutcome(target, changed)
 

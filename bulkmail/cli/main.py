@@ -36,7 +36,9 @@ class App:
 
     @cached_property
     def db(self) -> Database:
-        return Database(self.settings.database.url)
+        from bulkmail.webhooks.outbox import enable
+
+        return enable(Database(self.settings.database.url), self.settings)
 
     def ready_db(self) -> Database:
         """The database, checked to be reachable and initialised."""

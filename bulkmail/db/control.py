@@ -31,6 +31,7 @@ from bulkmail.db.models import (
     SCHEDULED,
     SENDING,
 )
+from bulkmail.webhooks import outbox
 
 
 def transition(
@@ -58,7 +59,11 @@ def transition(
         stmt = stmt.bindparams(bindparam("from_states", expanding=True))
         params["from_states"] = list(from_states)
     with db.session() as s:
-        return (s.execute(stmt, params).rowcount or 0) > 0
+        moved = (s.execute(stmt, params).rowcount or 0) > 0
+        if moved:
+            change = {"campaign_id": campaign_id, "state": to, "reason": reason}
+            outbox.add(s, f"campaign.{to}", [change], now)
+        return moved
 
 
 def count_failures(db: Database, changes: dict[int, tuple[bool, int]]) -> dict[int, int]:

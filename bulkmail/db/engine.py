@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
@@ -175,6 +176,10 @@ def db_errors(url: str) -> Iterator[None]:
 class Database:
     """An engine plus a session factory; the object every stage receives."""
 
+    # Where the sessions' state changes also go as webhook events (webhooks.outbox.Targets,
+    # set by webhooks.outbox.enable when [webhooks] urls is configured); None: nowhere.
+    outbox: Any = None
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -188,6 +193,7 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session in a transaction: committed on success, rolled back on any error."""
         with db_errors(self.url), self.sessions.begin() as session:
+            session.info["outbox"] = self.outbox
             yield session
 
     def check_ready(self) -> None:

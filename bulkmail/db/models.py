@@ -183,6 +183,24 @@ class Event(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class Outbox(Base):
+    """An event owed to one webhook endpoint (migration 0007); deleted once it answered 2xx.
+    ``event_id`` is the same for every endpoint and every retry: receivers de-duplicate on it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(2000))
+    kind: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class SiteLease(Base):
     """One connection slot of a destination site ("<site>|<n>") leased to one process, so
     per-site limits hold across a fleet."""

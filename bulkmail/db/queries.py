@@ -33,6 +33,7 @@ from bulkmail.db.models import (
     SKIPPED,
     SUBSCRIBED,
 )
+from bulkmail.webhooks import outbox
 
 ENQUEUE_BATCH = 20000
 NEVER = 1e18  # an ``alive_since`` no heartbeat reaches: judge by the lease alone
@@ -374,6 +375,7 @@ def record(db: Database, results: Sequence[Result], now: float, owner: str | Non
                         :enhanced, :text, :mx_host, :attempt, :source, :created_at)"""),
                 events,
             )
+            outbox.add_delivery_events(s, events, now)
         if suppress:
             add_suppressions(
                 s,

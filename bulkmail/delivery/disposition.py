@@ -39,7 +39,7 @@ def decide(
     verdict = classify_reply(reply)
     state, next_at, event, suppress = SENT, None, None, False
     if verdict.disposition is Disposition.SENT:
-        state = SENT
+        state, event = SENT, "sent"  # in the event log too: events export, webhooks
     elif verdict.disposition is Disposition.DEFERRED:
         next_at = next_attempt_at(
             now,

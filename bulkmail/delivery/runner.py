@@ -38,6 +38,7 @@ from bulkmail.delivery.owners import owner_id
 from bulkmail.delivery.retry import parse_duration
 from bulkmail.errors import BulkmailError, InputError
 from bulkmail.scheduling import START, due_action
+from bulkmail.webhooks.outbox import enable as enable_outbox
 
 log = logging.getLogger("bulkmail")
 MAX_SLEEP = 30.0  # with --wait, look again at least this often
@@ -130,7 +131,13 @@ def _worker_main(
     try:
         settings = load_settings(config_path)
         stopped = _run_loop(
-            _engine_pass(settings, Database(settings.database.url), scope, deadline, peers=peers)
+            _engine_pass(
+                settings,
+                enable_outbox(Database(settings.database.url), settings),
+                scope,
+                deadline,
+                peers=peers,
+            )
         )
     except BulkmailError as exc:
         print(f"bulkmail: error: {exc}", file=sys.stderr)

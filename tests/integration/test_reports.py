@@ -124,7 +124,7 @@ def test_json_report_holds_every_figure_of_the_send(world: World) -> None:
         "bounced": 4,
         "expired": 1,
     }
-    assert data["events"] == {"bounced": 4, "deferred": 3, "expired": 1}
+    assert data["events"] == {"bounced": 4, "deferred": 3, "expired": 1, "sent": 12}
     rows = {d["domain"]: d for d in data["destinations"]}
     assert list(rows) == ["a.test", "b.test", "c.test", "broken.test"]  # most deliveries first
     for domain, (

@@ -1,0 +1,224 @@
+"""Events out: every state change reaches a real HTTP receiver on loopback, signed, even one
+that is down for a while or fails at first; and without [webhooks] nothing is owed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bulkmail.audience.unsubscribe import unsubscribe
+from bulkmail.cli.main import cli
+from bulkmail.db import control
+from bulkmail.db.engine import Database
+from bulkmail.peers.smtp import Script
+from bulkmail.webhooks.outbox import enable
+from bulkmail.webhooks.sender import SenderOptions, WebhookSender
+from tests.integration.world import World
+from tests.peers.webhooks import Receiver
+
+HOOK_SECRET = "hook-secret-0123456789abcdef"
+
+
+def bulkmail(world: World, *args: str) -> Result:
+    return CliRunner().invoke(
+        cli, ["--config", str(world.config_path()), *args], catch_exceptions=False
+    )
+
+
+def send(world: World) -> int:
+    """A campaign to 3 good addresses, one that bounces and one greylisted (deferred, then
+    sent), sent to the end through the CLI."""
+    world.mx(
+        "a.test",
+        (10, "127.0.0.2"),
+        script=Script(rcpt_replies={"gone@a.test": "550 5.1.1 No such user"}),
+    )
+    world.mx("grey.test", (10, "127.0.0.3"), script=Script(greylist=True))
+    world.subscribers(["ann@a.test", "bob@a.test", "cat@a.test", "gone@a.test", "dan@grey.test"])
+    cid = world.campaign()
+    result = bulkmail(world, "campaigns", "send", str(cid), "--wait")
+    assert result.exit_code == 0, result.output
+    return cid
+
+
+def expected(world: World, cid: int) -> Counter[tuple[str, int | None]]:
+    """(type, delivery id) of every event the log holds for the campaign, plus its states."""
+    rows = world.sql("SELECT kind, delivery_id FROM events WHERE campaign_id = :c", c=cid)
+    out = Counter(
+        ("subscriber.unsubscribed" if k == "unsubscribed" else f"delivery.{k}", d) for k, d in rows
+    )
+    out.update({("campaign.running", None): 1, ("campaign.finished", None): 1})
+    return out
+
+
+def received(receiver: Receiver) -> Counter[tuple[str, int | None]]:
+    return Counter((e["type"], e["data"].get("delivery_id")) for e in receiver.events)
+
+
+def test_without_webhooks_a_send_owes_nothing_and_its_sent_events_are_exported(
+    world: World,
+) -> None:
+    cid = send(world)
+    assert world.sql("SELECT COUNT(*) FROM outbox")[0][0] == 0
+    exported = bulkmail(world, "events", "export", "--campaign", str(cid), "--format", "jsonl")
+    kinds = Counter(json.loads(line)["kind"] for line in exported.output.splitlines())
+    assert kinds == {"sent": 4, "bounced": 1, "deferred": 1}
+    sent = {json.loads(x)["email"] for x in exported.output.splitlines() if '"sent"' in x}
+    assert sent == {"ann@a.test", "bob@a.test", "cat@a.test", "dan@grey.test"}
+
+
+def test_a_receiver_down_for_a_while_gets_every_event_once_it_is_back(
+    world: World, tmp_path: Path
+) -> None:
+    receiver = Receiver(HOOK_SECRET.encode())  # its port is reserved; nothing listens yet
+    world.configure("webhooks", urls=[receiver.url], retry_initial=0.2, retry_max=0.5)
+    cid = send(world)
+    owed = world.sql("SELECT COUNT(*) FROM outbox")[0][0]
+    assert owed == sum(expected(world, cid).values()) == 8
+    env = {**os.environ, "BULKMAIL_WEBHOOK_SECRET": HOOK_SECRET}
+    log = tmp_path / "webhooks.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkmail", "--config", str(world.config_path()), "webhooks", "run"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not world.sql("SELECT COUNT(*) FROM outbox WHERE attempts >= 2")[0][0]:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.1)  # tried, refused, and tried again: the receiver is still down
+        receiver.start()
+        while len(receiver.events) < owed:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        receiver.stop()
+    assert received(receiver) == expected(world, cid)
+    assert len(receiver.ids()) == owed and receiver.rejected == 0
+    assert world.sql("SELECT COUNT(*) FROM outbox")[0][0] == 0
+    assert "next try in" in log.read_text()
+    sent = [e for e in receiver.events if e["type"] == "delivery.sent"]
+    assert {e["data"]["email"] for e in sent} == {
+        "ann@a.test",
+        "bob@a.test",
+        "cat@a.test",
+        "dan@grey.test",
+    }
+    bounced = next(e for e in receiver.events if e["type"] == "delivery.bounced")
+    assert (bounced["data"]["code"], bounced["data"]["enhanced"]) == (550, "5.1.1")
+
+
+def _sender(db: Database, secret: str) -> WebhookSender:
+    return WebhookSender(
+        db, SenderOptions(secret=secret.encode(), retry_initial=0.1, retry_max=0.3, timeout=5)
+    )
+
+
+def _drain(sender: WebhookSender, world: World, until: float = 10.0) -> None:
+    """Run the sender's passes until the outbox is empty (retries come due in ~0.1 s)."""
+    deadline = time.monotonic() + until
+    while True:
+        asyncio.run(sender.run(once=True))
+        if not world.sql("SELECT COUNT(*) FROM outbox")[0][0] or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
+def _changes(db_url: str, settings_world: World, n: int) -> tuple[Database, list[str]]:
+    """``n`` campaign state changes and one unsubscribe, written with webhooks on."""
+    settings_world.subscribers(["ann@a.test"])
+    cid = settings_world.campaign()
+    db = enable(Database(db_url), settings_world.settings())
+    for i in range(n):
+        assert control.transition(db, cid, "paused" if i % 2 else "running", time.time())
+    sid = settings_world.sql("SELECT id FROM subscribers")[0][0]
+    assert unsubscribe(db, cid, sid, "test")
+    return db, [r[0] for r in settings_world.sql("SELECT event_id FROM outbox ORDER BY id")]
+
+
+def test_a_receiver_answering_500_gets_the_same_event_again_until_it_answers_2xx(
+    world: World, db_url: str
+) -> None:
+    receiver = Receiver(HOOK_SECRET.encode(), fail_first=3).start()
+    try:
+        world.configure("webhooks", urls=[receiver.url])
+        db, ids = _changes(db_url, world, 5)
+        assert len(ids) == 6
+        sender = _sender(db, HOOK_SECRET)
+        _drain(sender, world)
+    finally:
+        receiver.stop()
+    assert sorted(receiver.ids()) == sorted(ids)
+    assert receiver.posts == 6 + 3 and len(receiver.events) == 6
+    assert sender.stats.errors == {"HTTP 500": 3}
+    assert world.sql("SELECT COUNT(*) FROM outbox")[0][0] == 0
+    unsub = next(e for e in receiver.events if e["type"] == "subscriber.unsubscribed")
+    assert unsub["data"]["email"] == "ann@a.test" and unsub["data"]["list"] == "news"
+
+
+def test_a_receiver_refuses_a_wrong_signature_and_the_event_stays_owed(
+    world: World, db_url: str
+) -> None:
+    receiver = Receiver(HOOK_SECRET.encode()).start()
+    try:
+        world.configure("webhooks", urls=[receiver.url])
+        db, ids = _changes(db_url, world, 1)
+        sender = _sender(db, "not-the-receiver-s-secret-000")
+        asyncio.run(sender.run(once=True))
+    finally:
+        receiver.stop()
+    assert receiver.rejected == 2 and receiver.events == []
+    rows = world.sql("SELECT event_id, attempts, last_error FROM outbox ORDER BY id")
+    assert [(r[0], r[1], r[2]) for r in rows] == [(i, 1, "HTTP 400") for i in ids]
+
+
+def test_two_endpoints_each_get_every_event_with_the_same_id(world: World, db_url: str) -> None:
+    first, second = Receiver(HOOK_SECRET.encode()).start(), Receiver(HOOK_SECRET.encode()).start()
+    try:
+        world.configure("webhooks", urls=[first.url, second.url], events=["campaign.*"])
+        db, ids = _changes(db_url, world, 2)  # the unsubscribe is not asked for
+        assert len(ids) == 4
+        asyncio.run(_sender(db, HOOK_SECRET).run(once=True))
+    finally:
+        first.stop()
+        second.stop()
+    assert first.ids() == second.ids() == set(ids) and len(first.ids()) == 2
+    assert {e["type"] for e in first.events} == {"campaign.running", "campaign.paused"}
+
+
+def test_webhooks_run_without_urls_or_secret_is_one_line(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    result = bulkmail(world, "webhooks", "run", "--once")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"bulkmail: error: {world.config_path()}: webhooks.urls: no endpoint configured "
+        "([webhooks] urls)"
+    ]
+    world.configure("webhooks", urls=["http://127.0.0.1:9/x"])
+    monkeypatch.delenv("BULKMAIL_WEBHOOK_SECRET", raising=False)
+    result = bulkmail(world, "webhooks", "run", "--once")
+    assert result.exit_code == 2
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and "BULKMAIL_WEBHOOK_SECRET is not set" in err
+
+
+@pytest.mark.parametrize("bad", ["ftp://x/y", "hooks.example/x"])
+def test_a_webhook_url_that_is_not_http_is_refused_at_load(world: World, bad: str) -> None:
+    world.configure("webhooks", urls=[bad])
+    result = bulkmail(world, "webhooks", "status")
+    assert result.exit_code == 2
+    assert "webhooks.urls[0]: not an http(s) URL" in result.stderr
