@@ -57,10 +57,11 @@ def serve(
     max_connections: int,
     loop: str,
 ) -> None:
-    """Serve the unsubscribe endpoint at the path of [unsubscribe] url.
+    """Serve the unsubscribe endpoint at the path of [unsubscribe] url, /healthz and /metrics.
 
     POST <url>/<token> with List-Unsubscribe=One-Click unsubscribes at once;
-    GET shows a confirmation page and changes nothing. Stops on Ctrl-C or SIGTERM.
+    GET shows a confirmation page and changes nothing. GET /healthz answers 200 while the
+    database does, GET /metrics gives Prometheus metrics. Stops on Ctrl-C or SIGTERM.
 
     \b
     Example:
@@ -73,7 +74,8 @@ def serve(
     settings = app.settings
     click.echo(
         f"bulkmail: unsubscribe endpoint on http://{host}:{port}"
-        f"{app_path(settings).replace('{token}', '<token>')}",
+        f"{app_path(settings).replace('{token}', '<token>')}"
+        f" (and /healthz, /metrics)",
         err=True,
     )
     limits = Limits(header_timeout=header_timeout, max_connections=max_connections)

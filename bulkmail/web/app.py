@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from bulkmail.audience.unsubscribe import (
     Target,
@@ -165,8 +165,10 @@ def create_app(
     path: str = "/unsubscribe/{token}",
     templates_dir: Path | None = None,
     body_timeout: float = BODY_TIMEOUT,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The ASGI app answering at ``path`` (a Starlette route path containing ``{token}``).
+    """The ASGI app answering at ``path`` (a Starlette route path containing ``{token}``),
+    plus ``extra_routes`` (``/healthz``, ``/metrics``), matched first.
     A body that has not arrived within ``body_timeout`` seconds gets 408."""
     pages = _Pages(templates_dir or bundled_templates_dir() / "unsubscribe")
 
@@ -221,7 +223,11 @@ def create_app(
         return pages.render("invalid.html", 404)
 
     return Starlette(
-        routes=[Route(path, confirm, methods=["GET"]), Route(path, one_click, methods=["POST"])],
+        routes=[
+            *extra_routes,
+            Route(path, confirm, methods=["GET"]),
+            Route(path, one_click, methods=["POST"]),
+        ],
         exception_handlers={_Unavailable: unavailable, HTTPException: http_error},
     )
 

@@ -39,8 +39,12 @@ def app_path(settings: Settings) -> str:
 
 def build_app(settings: Settings, db: Database, body_timeout: float = 10.0) -> Starlette:
     """The endpoint for ``settings`` over ``db`` (the secret must be set)."""
+    from bulkmail.web.metrics import ops_routes
+
     backend = DatabaseBackend(db, settings.secret())
-    return create_app(backend, app_path(settings), body_timeout=body_timeout)
+    return create_app(
+        backend, app_path(settings), body_timeout=body_timeout, extra_routes=ops_routes(db)
+    )
 
 
 def serve(
