@@ -56,7 +56,7 @@ def lists_list(app: App, as_json: bool) -> None:
 
 @click.group()
 def subscribers() -> None:
-    """Subscribers: import from CSV."""
+    """Subscribers: import, list, show, remove, export."""
 
 
 @subscribers.command("import")
