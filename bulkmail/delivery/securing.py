@@ -28,11 +28,10 @@ from dataclasses import replace
 from bulkmail.delivery.classify import Reply
 from bulkmail.delivery.mtasts import MtaSts
 from bulkmail.delivery.routing import MxHost, MxResolver, Route
+from bulkmail.delivery.stspolicy import POLICY_PREFIX
 from bulkmail.delivery.tlspolicy import Requirement
 
 __all__ = ["POLICY_PREFIX", "SecureRouter"]
-
-POLICY_PREFIX = "MTA-STS policy of "  # every policy deferral's text starts so (reports)
 
 
 class SecureRouter:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Policy", "PolicyError", "mx_matches", "parse_policy", "parse_txt"]
+__all__ = ["POLICY_PREFIX", "Policy", "PolicyError", "mx_matches", "parse_policy", "parse_txt"]
 
+POLICY_PREFIX = "MTA-STS policy of "  # every MTA-STS deferral's text starts so (reports)
 MAX_AGE_LIMIT = 31_557_600  # a year (RFC 8461 3.2)
 MODES = ("enforce", "testing", "none")
 

@@ -30,6 +30,7 @@ from bulkmail.db.models import (
     SENT,
 )
 from bulkmail.delivery.classify import Reply, classify_reply
+from bulkmail.delivery.stspolicy import POLICY_PREFIX
 from bulkmail.reports.model import (
     TIMELINE_SERIES,
     Bucket,
@@ -135,9 +136,11 @@ def _destinations(s: Any, campaign_id: int, top: int) -> list[Destination]:
         detail.mx(),
         detail.replies(),
     )
+    tls = detail.tls()
     out = []
     for domain, total, sent, bounced, expired, failed, pending in rows:
-        n_deferrals, n_deferred = deferrals.get(domain, (0, 0))
+        n_deferrals, n_deferred, n_policy = deferrals.get(domain, (0, 0, 0))
+        over_tls, authenticated, plaintext = tls.get(domain, (0, 0, 0))
         out.append(
             Destination(
                 domain=domain,
@@ -152,6 +155,10 @@ def _destinations(s: Any, campaign_id: int, top: int) -> list[Destination]:
                 deferrals=n_deferrals,
                 median_attempts=median_from_histogram(attempts.get(domain, {})),
                 reply=pick_reply(replies.get(domain, [])),
+                over_tls=over_tls,
+                authenticated=authenticated,
+                plaintext=plaintext,
+                policy_deferrals=n_policy,
             )
         )
     return out
@@ -167,15 +174,33 @@ class _DomainDetail:
         stmt = text(sql).bindparams(bindparam("domains", expanding=True))
         return list(self.s.execute(stmt, self.params).all())
 
-    def deferrals(self) -> dict[str, tuple[int, int]]:
-        """domain: (deferral events, deliveries deferred at least once)."""
+    def deferrals(self) -> dict[str, tuple[int, int, int]]:
+        """domain: (deferral events, deliveries deferred at least once, deferral events
+        caused by a TLS policy: their text starts with ``POLICY_PREFIX``)."""
         return {
-            d: (int(n), int(k))
-            for d, n, k in self._rows(f"""
-            SELECT d.domain, COUNT(*), COUNT(DISTINCT e.delivery_id)
+            d: (int(n), int(k), int(p or 0))
+            for d, n, k, p in self._rows(f"""
+            SELECT d.domain, COUNT(*), COUNT(DISTINCT e.delivery_id),
+                   SUM(CASE WHEN e.text LIKE '{POLICY_PREFIX}%' THEN 1 ELSE 0 END)
             FROM events e JOIN deliveries d ON d.id = e.delivery_id
             WHERE e.campaign_id = :cid AND e.kind = '{DEFERRED}' AND d.domain IN :domains
             GROUP BY d.domain""")
+        }
+
+    def tls(self) -> dict[str, tuple[int, int, int]]:
+        """domain: delivered (over TLS, over authenticated TLS, in plaintext). ``tls`` holds
+        "none" for plaintext, "TLSv1.3 verified" and the like otherwise."""
+        return {
+            d: (int(t or 0), int(a or 0), int(p or 0))
+            for d, t, a, p in self._rows(f"""
+            SELECT domain,
+                   SUM(CASE WHEN tls IS NOT NULL AND tls <> 'none' THEN 1 ELSE 0 END),
+                   SUM(CASE WHEN tls_authenticated THEN 1 ELSE 0 END),
+                   SUM(CASE WHEN tls = 'none' THEN 1 ELSE 0 END)
+            FROM deliveries
+            WHERE campaign_id = :cid AND domain IN :domains
+              AND state IN ({_in_list(list(DELIVERED))})
+            GROUP BY domain""")
         }
 
     def attempts(self) -> dict[str, dict[int, int]]:

@@ -88,6 +88,19 @@ class Destination:
     deferrals: int
     median_attempts: float | None
     reply: ReplySummary | None
+    # Of the delivered (``sent``): over TLS, over TLS that authenticated the server (pkix,
+    # mta-sts, dane), in plaintext; and deferral events caused by a TLS policy (MTA-STS).
+    over_tls: int = 0
+    authenticated: int = 0
+    plaintext: int = 0
+    policy_deferrals: int = 0
+
+    def tls_shares(self) -> tuple[float, float, float] | None:
+        """(TLS, authenticated TLS, plaintext) as fractions of the delivered; None if none."""
+        if not self.sent:
+            return None
+        n = self.sent
+        return (self.over_tls / n, self.authenticated / n, self.plaintext / n)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ def print_report(report: CampaignReport, console: Console) -> None:
         console.print("Events: " + ", ".join(f"{k} {v}" for k, v in report.events.items()))
     console.print(_timing(report))
     console.print(_destinations(report))
+    if any(d.sent or d.policy_deferrals for d in report.destinations):
+        console.print(_tls(report))
     for kind, rows in report.reasons.items():
         if rows:
             console.print(_reasons(kind, report))
@@ -107,6 +109,22 @@ def _destinations(report: CampaignReport) -> Table:
     table.caption = (
         "Deferred: deliveries deferred at least once. Attempts: median. "
         "Pending: queued, sending or awaiting a retry."
+    )
+    return table
+
+
+def _tls(report: CampaignReport) -> Table:
+    """Per destination: how the delivered went (TLS, authenticated TLS, plaintext) and how
+    many deferrals a TLS policy (MTA-STS) caused."""
+    numeric = ("Delivered", "TLS", "Authenticated", "Plaintext", "Policy deferrals")
+    table = _table("TLS per destination", "Domain", *numeric, numeric=numeric)
+    for d in report.destinations:
+        shares = d.tls_shares()
+        cells = [f"{100 * x:.1f}%" for x in shares] if shares else ["-", "-", "-"]
+        table.add_row(_safe(d.domain), str(d.sent), *cells, str(d.policy_deferrals))
+    table.caption = (
+        "Shares of the delivered. Authenticated: the server's certificate checked (pkix, "
+        "MTA-STS or DANE). Policy deferrals: deferral events an MTA-STS policy caused."
     )
     return table
 

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 import trustme
+from rich.console import Console
 
 from bulkmail.peers.https import HttpsServer
 from bulkmail.peers.smtp import free_port
+from bulkmail.reports import build_report
+from bulkmail.reports.text import print_report
 from tests.integration.world import SENDING_DOMAIN, World
 
 POLICY_IP = "127.0.0.20"
@@ -189,3 +192,50 @@ def test_mta_sts_off_ignores_policies(world: World, sts: HttpsServer) -> None:
     world.mx("a.test", (10, MX_IP))
     assert send_one(world)["x@a.test"].state == "sent"
     assert sts.fetches("a.test") == 0
+
+
+def test_each_delivery_records_its_tls_and_the_report_shows_shares_per_destination(
+    world: World, sts: HttpsServer, tls_server_context: ContextFactory
+) -> None:
+    sts.policy("a.test", policy())
+    sts.policy("b.test", policy())
+    publish(world, "a.test", "1")
+    publish(world, "b.test", "1")
+    world.mx("a.test", (10, MX_IP), starttls_context=tls_server_context(MX_NAME))
+    world.mx("b.test", (10, "127.0.0.3"))  # enforce, no STARTTLS: deferred by the policy
+    world.mx("c.test", (10, "127.0.0.4"), starttls_context=tls_server_context("mx-127-0-0-4.x"))
+    world.mx("d.test", (10, "127.0.0.5"))  # no policy, no STARTTLS: plaintext
+    world.configure("sender", tls="opportunistic")
+    world.subscribers(["a1@a.test", "a2@a.test", "b@b.test", "c@c.test", "d@d.test"])
+    cid = world.campaign()
+    world.send(cid)
+    rows = world.states(cid)
+    a, c, d = rows["a1@a.test"], rows["c@c.test"], rows["d@d.test"]
+    assert (a.tls_auth, a.tls_authenticated) == ("mta-sts", True)
+    assert (c.tls_auth, c.tls_authenticated) == ("none", False)  # a certificate for another name
+    assert c.tls_version is not None and c.tls == f"{c.tls_version} unverified"
+    assert (d.tls_auth, d.tls_authenticated, d.tls_version, d.tls) == ("none", False, None, "none")
+    assert rows["b@b.test"].state == "deferred"
+
+    db = world.db()
+    try:
+        report = build_report(db, cid)
+    finally:
+        db.dispose()
+    by_domain = {x.domain: x for x in report.destinations}
+    assert by_domain["a.test"].tls_shares() == (1.0, 1.0, 0.0)
+    assert by_domain["c.test"].tls_shares() == (1.0, 0.0, 0.0)
+    assert by_domain["d.test"].tls_shares() == (0.0, 0.0, 1.0)
+    assert by_domain["b.test"].tls_shares() is None
+    assert by_domain["b.test"].policy_deferrals == 1
+    assert by_domain["d.test"].policy_deferrals == 0
+
+    console = Console(width=200, record=True)
+    print_report(report, console)
+    out = console.export_text()
+    assert "TLS per destination" in out
+    table = out.split("TLS per destination", 1)[1].splitlines()
+    cells = {r[0]: r[1:] for r in (x.replace("│", " ").split() for x in table) if r}
+    assert cells["a.test"] == ["2", "100.0%", "100.0%", "0.0%", "0"]
+    assert cells["b.test"] == ["0", "-", "-", "-", "1"]
+    assert cells["d.test"] == ["1", "0.0%", "0.0%", "100.0%", "0"]
