@@ -38,6 +38,7 @@ from bulkmail.audience.csvfile import (
     pick_delimiter,
     shown,
 )
+from bulkmail.audience.forget import forgotten_key
 from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
 from bulkmail.db.models import Suppression
@@ -196,12 +197,14 @@ def _check_options(reason: str, source: str) -> None:
 
 
 def remove_suppression(db: Database, email: str) -> bool:
-    """Stop suppressing ``email``; False if it was not suppressed."""
+    """Stop suppressing ``email`` (also its hashed entry, if it was forgotten: someone who
+    asked to be erased and later subscribes again); False if it was not suppressed."""
     address = _address(email)
+    keys = [address.key, forgotten_key(address.key)]
     with db.session() as s:
         res = cast(
             CursorResult[Any],
-            s.execute(delete(Suppression).where(Suppression.email_key == address.key)),
+            s.execute(delete(Suppression).where(Suppression.email_key.in_(keys))),
         )
     return (res.rowcount or 0) > 0
 

@@ -311,3 +311,11 @@ def test_campaigns_clone_edit_delete_only_before_sending(run, db_url: str, tmp_p
     error(run("campaigns", "delete", str(copy)), "pass --yes")
     ok(run("campaigns", "delete", str(copy), "--yes"))
     error(run("campaigns", "show", str(copy)), f"no campaign with id {copy}")
+
+
+def test_suppressions_remove_lifts_a_forgotten_address_too(run) -> None:  # type: ignore[no-untyped-def]
+    ok(run("subscribers", "remove", "bob@example.org", "--forget", "--yes"))
+    listed = ok(run("suppressions", "list", "--json")).stdout
+    assert "sha256:" in listed and "bob" not in listed
+    ok(run("suppressions", "remove", "BOB@example.org"))
+    assert "sha256:" not in ok(run("suppressions", "list", "--json")).stdout
