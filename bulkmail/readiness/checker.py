@@ -19,7 +19,7 @@ from bulkmail.config import Settings
 from bulkmail.db.engine import Database
 from bulkmail.delivery.engine import transport_settings
 from bulkmail.errors import ConfigError, SigningError
-from bulkmail.readiness import dnschecks, tlscheck
+from bulkmail.readiness import dnschecks, stscheck, tlscheck
 from bulkmail.readiness.dkimcheck import check_dkim
 from bulkmail.readiness.lookup import Lookup, LookupFailed
 from bulkmail.readiness.requirements import Verdict, provider_verdicts, summarise
@@ -235,6 +235,13 @@ def run_checks(
     who = identity_from_settings(settings, ips, from_domain)
     lookup = Lookup.from_settings(settings.dns)
     results = _dns_results(lookup, who, settings.check.dnsbl_zones)
+    ca_file = str(settings.path(settings.sender.ca_file)) if settings.sender.ca_file else None
+    results.append(
+        stscheck.check_mta_sts(
+            lookup, who.from_domain, ca_file=ca_file, port=settings.sender.mta_sts_port
+        )
+    )
+    results.append(stscheck.check_tls_rpt(lookup, who.from_domain))
     results += asyncio.run(_tls_results(settings, probe, lookup))
     results.append(dnschecks.check_unsubscribe(settings.unsubscribe.url))
     requirements = summarise(results)
