@@ -9,13 +9,14 @@ dialects share one statement (INSERT ... ON CONFLICT works on SQLite and Postgre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 
 from bulkmail.db.engine import Database
 from bulkmail.delivery.stspolicy import Policy
 
-__all__ = ["CachedPolicy", "load_policy", "save_policy"]
+__all__ = ["CachedPolicy", "load_policies", "load_policy", "save_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,21 +30,30 @@ class CachedPolicy:
     expires_at: float
 
 
+_SELECT = (
+    "SELECT domain, policy_id, mode, mx, max_age, fetched_at, expires_at FROM mta_sts_policies"
+)
+
+
+def _cached(row: Any) -> CachedPolicy:
+    mx = tuple(p for p in row.mx.split("\n") if p)
+    policy = Policy(row.mode, mx, int(row.max_age))
+    return CachedPolicy(row.domain, row.policy_id, policy, row.fetched_at, row.expires_at)
+
+
 def load_policy(db: Database, domain: str) -> CachedPolicy | None:
     """The stored policy of ``domain`` (expired or not), or None."""
     with db.session() as s:
-        row = s.execute(
-            text(
-                "SELECT policy_id, mode, mx, max_age, fetched_at, expires_at"
-                " FROM mta_sts_policies WHERE domain = :d"
-            ),
-            {"d": domain},
-        ).first()
-    if row is None:
-        return None
-    mx = tuple(p for p in row.mx.split("\n") if p)
-    policy = Policy(row.mode, mx, int(row.max_age))
-    return CachedPolicy(domain, row.policy_id, policy, row.fetched_at, row.expires_at)
+        row = s.execute(text(f"{_SELECT} WHERE domain = :d"), {"d": domain}).first()
+    return None if row is None else _cached(row)
+
+
+def load_policies(db: Database, now: float) -> dict[str, CachedPolicy]:
+    """Every stored policy still valid at ``now``: read once when an engine starts, so a
+    domain without MTA-STS costs no query at all (the table holds only domains with one)."""
+    with db.session() as s:
+        rows = s.execute(text(f"{_SELECT} WHERE expires_at > :now"), {"now": now}).all()
+    return {row.domain: _cached(row) for row in rows}
 
 
 def save_policy(db: Database, cached: CachedPolicy) -> None:

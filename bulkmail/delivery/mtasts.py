@@ -7,6 +7,8 @@ dictionary lookup plus the resolver's cached TXT lookup unless something changed
 - ``_mta-sts.<domain>`` TXT through the configured [dns] resolver (``MxResolver``: cached for
   the record's TTL). No (usable) record: the cached policy, if still valid, else none.
 - The TXT id equal to the cached policy's and the policy within ``max_age``: the cached one.
+  The valid stored policies are read from the database once, at the first route, in one
+  query, so a domain without MTA-STS never costs a database read.
 - Otherwise the database row (another engine of the fleet may have fetched it), else a fetch
   of ``https://mta-sts.<domain>/.well-known/mta-sts.txt``: the host name resolved through the
   same resolver, the certificate verified (system CAs plus ``[sender] ca_file``) for
@@ -56,6 +58,8 @@ class PolicyStore(Protocol):
 
     def load(self, domain: str) -> CachedPolicy | None: ...
 
+    def load_all(self, now: float) -> dict[str, CachedPolicy]: ...
+
     def save(self, cached: CachedPolicy) -> None: ...
 
 
@@ -85,14 +89,16 @@ class MtaSts:
         self._known: dict[str, CachedPolicy | None] = {}  # domain -> the policy we hold
         self._failed: dict[tuple[str, str], float] = {}  # (domain, id) -> retry after
         self._inflight: dict[str, asyncio.Future[CachedPolicy | None]] = {}
+        self._preloaded = store is None
+        self._preloading: asyncio.Future[None] | None = None
 
     async def policy(self, domain: str) -> CachedPolicy | None:
         """The policy in force for ``domain`` (mode none included), or None."""
         status, records = await self._lookups.txt(f"_mta-sts.{domain}")
         policy_id = parse_txt(records) if status == "ok" else None
-        if domain not in self._known:
-            self._known[domain] = await self._load(domain)
-        held = self._valid(self._known[domain])
+        if not self._preloaded:
+            await self._preload()
+        held = self._valid(self._known.get(domain))
         if policy_id is None or (held is not None and held.policy_id == policy_id):
             return held
         future = self._inflight.get(domain)
@@ -101,6 +107,22 @@ class MtaSts:
             self._inflight[domain] = future
             future.add_done_callback(lambda _: self._inflight.pop(domain, None))
         return await asyncio.shield(future)
+
+    async def _preload(self) -> None:
+        """Every valid stored policy, in one query (once; concurrent callers wait for it)."""
+        if self._preloading is None:
+            self._preloading = asyncio.ensure_future(self._read_all())
+        await asyncio.shield(self._preloading)
+
+    async def _read_all(self) -> None:
+        try:
+            if self._store is not None:
+                stored = await asyncio.to_thread(self._store.load_all, self._clock())
+                for domain, cached in stored.items():
+                    self._known.setdefault(domain, cached)
+        except Exception as exc:  # noqa: BLE001 - no shared cache: the memory one will do
+            log.warning("cannot read the stored MTA-STS policies: %s", exc)
+        self._preloaded = True
 
     def _valid(self, cached: CachedPolicy | None) -> CachedPolicy | None:
         return cached if cached is not None and cached.expires_at > self._clock() else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bulkmail.config import Settings
 from bulkmail.db.engine import Database
-from bulkmail.db.stspolicies import CachedPolicy, load_policy, save_policy
+from bulkmail.db.stspolicies import CachedPolicy, load_policies, load_policy, save_policy
 from bulkmail.delivery.mtasts import MtaSts
 from bulkmail.delivery.routing import MxResolver, RelayRouter
 from bulkmail.delivery.securing import SecureRouter
@@ -31,6 +31,9 @@ class DbPolicyStore:
 
     def load(self, domain: str) -> CachedPolicy | None:
         return load_policy(self.db, domain)
+
+    def load_all(self, now: float) -> dict[str, CachedPolicy]:
+        return load_policies(self.db, now)
 
     def save(self, cached: CachedPolicy) -> None:
         save_policy(self.db, cached)
