@@ -8,11 +8,14 @@ a person sees when asking "why was this classified so?" is what bounce processin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from typing import Any
 
 from bulkmail.bounces.parse import AUTOREPLY, BOUNCE, COMPLAINT, DELAYED, Recipient, Report
 from bulkmail.bounces.parse import parse_report as parse_report
-from bulkmail.delivery.classify import Disposition, classify_reply, reply_from_dsn
+from bulkmail.delivery import taxonomy
+from bulkmail.delivery.classify import Disposition, Reply, Verdict, classify_reply, reply_from_dsn
+from bulkmail.delivery.taxonomy import BounceClass
 
 #: The kinds ``bounces parse`` reports (an unsubscribe request is "unknown" here: not a bounce).
 PARSE_KINDS = (BOUNCE, DELAYED, COMPLAINT, AUTOREPLY, "unknown")
@@ -72,7 +75,7 @@ def judge(report: Report, rcpt: Recipient) -> Judgement:
             False,
             False,
         )
-    verdict = classify_reply(reply, report.refused_at_rcpt)
+    verdict = verdict_for(report, rcpt, reply)
     bounced = verdict.disposition is Disposition.BOUNCED
     return Judgement(
         rcpt.address,
@@ -84,6 +87,30 @@ def judge(report: Report, rcpt: Recipient) -> Judgement:
         bounced and verdict.suppress,
         bounced,
     )
+
+
+def verdict_for(report: Report, rcpt: Recipient, reply: Reply) -> Verdict:
+    """The verdict on one failed recipient's reply, in the light of the whole report.
+
+    Two things beyond the reply keep an address that may be good from being suppressed:
+
+    - A report whose own words name a curable cause for its one failed recipient ("Not
+      enough disk space", "The user(s) account is disabled") over a diagnostic that says the
+      address is unknown: receivers (Japanese carriers, old Sendmail setups) answer "User
+      unknown" for a full or disabled mailbox. The cause the words name wins, so the failure
+      counts towards the soft-bounce escalation instead of suppressing at once.
+    - A diagnostic of type ``x-unix``: a local delivery program on the receiving host
+      (procmail, a pipe) failed, and its MTA turned the exit status into a code (EX_NOUSER
+      becomes 5.1.1). A program's failure, not the receiver's address check: uncategorised.
+    """
+    verdict = classify_reply(reply, report.refused_at_rcpt)
+    if not verdict.suppress:
+        return verdict
+    if report.text_cause and not taxonomy.curable_cause(reply.text):
+        return dc_replace(verdict, suppress=False, bounce_class=BounceClass(report.text_cause))
+    if rcpt.diagnostic.lower().startswith("x-unix;"):
+        return dc_replace(verdict, suppress=False, bounce_class=BounceClass.UNCATEGORISED)
+    return verdict
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from sqlalchemy import text
 
 from bulkmail.audience.addresses import InvalidAddress, address_key, normalize_address
 from bulkmail.audience.unsubscribe import find_target, unsubscribe
+from bulkmail.bounces.analyse import verdict_for
 from bulkmail.bounces.escalate import DEFAULT_SOFT_LIMIT, SoftLimit, adds_up, escalation
 from bulkmail.bounces.parse import BOUNCE, COMPLAINT, DELAYED, UNSUBSCRIBE, Recipient, Report
 from bulkmail.bounces.proof import forgeries, identified
@@ -48,7 +49,7 @@ from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
 from bulkmail.db.models import BOUNCED, COMPLAINED, DEFERRED, EXPIRED, SENT
 from bulkmail.db.queries import add_suppressions
-from bulkmail.delivery.classify import Disposition, classify_reply, reply_from_dsn
+from bulkmail.delivery.classify import Disposition, reply_from_dsn
 from bulkmail.webhooks import outbox
 
 EVENT_BOUNCED, EVENT_SOFT, EVENT_DELAYED = "bounced", "soft_bounce", "delayed"
@@ -311,7 +312,7 @@ def _record(
 def bounce_class(report: Report, rcpt: Recipient) -> str:
     """The taxonomy's class of one recipient's failure (``delivery.taxonomy``)."""
     reply = reply_from_dsn(rcpt.status, rcpt.diagnostic or None)
-    return str(classify_reply(reply, report.refused_at_rcpt).bounce_class)
+    return str(verdict_for(report, rcpt, reply).bounce_class)
 
 
 def _decide(
@@ -325,7 +326,7 @@ def _decide(
     code = reply.code or None
     if rcpt.action == "delayed":
         return EVENT_DELAYED, None, False, code, reply.enhanced, detail
-    verdict = classify_reply(reply, report.refused_at_rcpt)
+    verdict = verdict_for(report, rcpt, reply)
     if verdict.disposition is Disposition.BOUNCED:
         return EVENT_BOUNCED, BOUNCED, verdict.suppress, code, reply.enhanced, detail
     return EVENT_SOFT, None, False, code, reply.enhanced, detail

@@ -31,9 +31,10 @@ from email.header import decode_header, make_header
 from email.message import Message
 from typing import Any
 
-from bulkmail.bounces import formats, heuristics
+from bulkmail.bounces import formats, heuristics, stage
 from bulkmail.bounces.formats import add_field as _add_field
 from bulkmail.bounces.formats import parse_fields as parse_fields
+from bulkmail.delivery import taxonomy
 
 BOUNCE, DELAYED, COMPLAINT = "bounce", "delayed", "complaint"
 UNSUBSCRIBE, AUTOREPLY, UNKNOWN = "unsubscribe", "autoreply", "unknown"
@@ -93,10 +94,10 @@ class Report:
     sender: str = ""  # the From address
     error: str = ""  # why the message could not be parsed ("" when it could)
     refused_at_rcpt: bool = False  # the report shows the refusal answered RCPT TO
+    #: A curable cause (quota, inactive_mailbox) the report's own words name for its one
+    #: failed recipient, whatever its diagnostic says ("" if none): see ``analyse.verdict``.
+    text_cause: str = ""
     notes: tuple[str, ...] = field(default=())  # how the kind was decided, for the operator
-
-
-_RCPT = re.compile(r"(?<![a-z])RCPT(?![a-z])", re.IGNORECASE)
 
 
 def parse_report(data: bytes) -> Report:
@@ -106,9 +107,14 @@ def parse_report(data: bytes) -> Report:
         msg = email.message_from_bytes(data[:MAX_MESSAGE], policy=email.policy.compat32)
         report = _parse(msg)
         if report.kind in (BOUNCE, DELAYED):
-            said = " ".join(r.diagnostic for r in report.recipients)
-            said += heuristics.human_text(msg)
-            report = replace(report, refused_at_rcpt=_RCPT.search(said) is not None)
+            told = heuristics.human_text(msg)
+            said = " ".join(r.diagnostic for r in report.recipients) + told
+            failed = [r for r in report.recipients if r.action == "failed"]
+            report = replace(
+                report,
+                refused_at_rcpt=stage.refused_at_rcpt(said),
+                text_cause=taxonomy.curable_cause(told) if len(failed) == 1 else "",
+            )
     except Exception as exc:  # noqa: BLE001 - the contract: a parse failure is a value
         return Report(UNKNOWN, reference=reference, error=f"{type(exc).__name__}: {exc}"[:300])
     return report if report.reference else replace(report, reference=reference)

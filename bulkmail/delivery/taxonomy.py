@@ -144,9 +144,22 @@ _REFUSED_BY_CHOICE = _words(
     r"recipient(?:'s)? preferences|refused by (?:the )?recipient|blocked by (?:the )?recipient"
     r"|recipient (?:has )?(?:blocked|rejected) (?:you|the sender|your)"
 )
+# The bare phrase filters use for a refused sender (the reference's "filtered" after DATA).
+_BARE_USER_UNKNOWN = _words(r"\buser unknown\b|\bunknown user\b|\buser not exist\b")
+_DISK_SPACE = _words(r"not enough (?:disk )?space|no space left")
 _DNS_RETRY = _words(r"not found,? try again|temporary (?:dns|lookup|name ?server) failure")
 _TOO_MANY_RCPTS = _words(r"too many recipients")
 _SIZE = _words(r"too (?:big|large)|size limit|exceeds? .{0,30}size|message size|message length")
+
+
+def curable_cause(text: str) -> str:
+    """ "quota" or "inactive_mailbox" when ``text`` names that cause, else "" (a report's own
+    words: "Not enough disk space", "The user(s) account is disabled")."""
+    if _QUOTA.search(text) or _DISK_SPACE.search(text):
+        return BounceClass.QUOTA.value
+    if _INACTIVE.search(text):
+        return BounceClass.INACTIVE_MAILBOX.value
+    return ""
 
 
 def classify(
@@ -157,12 +170,20 @@ def classify(
     ``refused_at_rcpt`` is what a DSN says about when the receiver refused (None: not known,
     as at SMTP time). X.2.1 "mailbox disabled" is a bad address when it answered RCPT TO; said
     later (a filter after DATA, a forwarder's report) it is the mailbox's state, not the
-    address's: an inactive mailbox.
+    address's: an inactive mailbox. Likewise unknown-user words with no specific code (none,
+    or X.0.0) are a bad address only at RCPT TO; said later they are a filter's refusal
+    (policy), as the reference analyser's "filtered" (``bounces.stage`` says why).
     """
     found = _classify(code, enhanced, text)
     if found is BounceClass.INVALID_RECIPIENT and refused_at_rcpt is False:
-        if enhanced is not None and enhanced.split(".", 1)[1] == "2.1":
+        detail = enhanced.split(".", 1)[1] if enhanced else None
+        if detail == "2.1":
             return BounceClass.INACTIVE_MAILBOX
+        if detail in (None, "0.0") and _BARE_USER_UNKNOWN.search(text):
+            if not _INVALID_RECIPIENT.search(_BARE_USER_UNKNOWN.sub(" ", text)):
+                # Nothing but "User unknown", no code, not at RCPT TO: a filter speaking after
+                # DATA (Japanese carriers say so for a blocked sender). Not suppressed.
+                return BounceClass.POLICY
     return found
 
 

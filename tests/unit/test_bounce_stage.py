@@ -1,0 +1,66 @@
+"""Which SMTP command a bounce's refusal answered (``bulkmail.bounces.stage``), and what the
+taxonomy makes of a bare "User unknown" depending on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkmail.bounces.stage import DATA, MAIL, RCPT, refusal_stages, refused_at_rcpt
+from bulkmail.delivery.taxonomy import BounceClass, classify, curable_cause
+
+
+@pytest.mark.parametrize(
+    "text, stages",
+    [
+        ("550 5.1.1 <x@y>: User unknown (in reply to RCPT TO command)", {RCPT}),
+        ("550 5.7.1 spam (in reply to end of DATA command)", {DATA}),
+        ("SMTP error from remote mail server after end of data:\n 550 : User unknown", {DATA}),
+        ("SMTP error from remote mail server after RCPT TO:<x@y>:\n 550 no", {RCPT}),
+        ("SMTP error from remote mail server after MAIL FROM:<a@b>:\n 553 no", {MAIL}),
+        ("SMTP:RCPT host 192.0.2.8: 553 5.3.0 <x@y>... No such user here", {RCPT}),
+        (">>> DATA\n<<< 550 5.0.0 <x@y>... User unknown\n<<< 503 5.0.0 Need RCPT", {DATA}),
+        (">>> DATA\n<<< 550 no\n>>> RCPT To:<x@y>\n<<< 550 No such user here.", {DATA, RCPT}),
+        ("Reason: Remote SMTP server has rejected address", {RCPT}),
+        ("550 <x@y>: User unknown", set()),
+    ],
+)
+def test_refusal_stages(text: str, stages: set[str]) -> None:
+    assert refusal_stages(text) == stages
+
+
+def test_a_bare_rcpt_mention_counts_but_not_sendmails_need_rcpt() -> None:
+    assert refused_at_rcpt("550 User unknown while talking at RCPT") is True
+    assert refused_at_rcpt("550 User unknown\n503 5.0.0 Need RCPT (recipient)") is False
+    assert refused_at_rcpt("550 <x@y>: User unknown") is False
+
+
+@pytest.mark.parametrize(
+    "code, enhanced, text, at_rcpt, expected",
+    [
+        # A bare "User unknown", no code: hard at RCPT TO (or at SMTP time), a filter later.
+        (550, "5.0.0", "user unknown", True, BounceClass.INVALID_RECIPIENT),
+        (550, "5.0.0", "user unknown", None, BounceClass.INVALID_RECIPIENT),
+        (550, "5.0.0", "user unknown", False, BounceClass.POLICY),
+        (550, None, "<x@y>... user not exist", False, BounceClass.POLICY),
+        # A specific code, or other words that say the address is bad, still decide.
+        (550, "5.1.1", "user unknown", False, BounceClass.INVALID_RECIPIENT),
+        (
+            550,
+            "5.0.0",
+            "the recipient name is not recognized",
+            False,
+            BounceClass.INVALID_RECIPIENT,
+        ),
+        (550, "5.0.0", "user unknown: no such mailbox", False, BounceClass.INVALID_RECIPIENT),
+    ],
+)
+def test_bare_user_unknown_suppresses_only_at_rcpt(
+    code: int, enhanced: str | None, text: str, at_rcpt: bool | None, expected: BounceClass
+) -> None:
+    assert classify(code, enhanced, text, at_rcpt) is expected
+
+
+def test_curable_causes_named_in_words() -> None:
+    assert curable_cause("Your message was rejected: Not enough disk space") == "quota"
+    assert curable_cause("The user(s) account is disabled.") == "inactive_mailbox"
+    assert curable_cause("550 user unknown") == ""
