@@ -165,6 +165,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_campaign", "campaign_id", "id"),
         Index("ix_events_created", "created_at"),
+        Index("ix_events_kind_created", "kind", "created_at"),  # /metrics (migration 0007)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -15,6 +15,11 @@ scrape costs, and why it stays bounded on a 10M-row campaign:
 - outbox: its row count and its oldest row (the outbox holds only what is still owed).
 
 A result is reused for ``min_interval`` seconds (5), so several scrapers cost one query set.
+Measured (``scripts/bench_metrics.py --rows 1000000``, one running campaign of 1M deliveries,
+1M recent events, busy 2-core machine): 0.41 s on SQLite, 0.69 s on PostgreSQL, of which the
+per-state count is 0.2 s and the queue depth 0.1 s on PostgreSQL; it grows linearly with the
+active campaigns' deliveries, so ~5-7 s at 10M: scrape every 30 s or less often. Without
+``ix_events_kind_created`` the last hour's deferrals alone took 0.55 s per 150k events.
 The figures are gauges: Prometheus' ``rate()`` is not needed for "per second" here.
 """
 

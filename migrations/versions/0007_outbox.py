@@ -35,8 +35,12 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
     )
     op.create_index("ix_outbox_due", "outbox", ["next_attempt_at"])
+    # /metrics counts the sent and deferred events of the last minute / hour: with this index
+    # it reads only those rows, not every event of the window (7M an hour at full speed).
+    op.create_index("ix_events_kind_created", "events", ["kind", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_events_kind_created", table_name="events")
     op.drop_index("ix_outbox_due", table_name="outbox")
     op.drop_table("outbox")
