@@ -31,6 +31,7 @@ from bulkmail.config import Settings
 from bulkmail.db.engine import Database
 from bulkmail.db.models import (
     PENDING_STATES,
+    SKIPPED,
     SUBSCRIBED,
     UNSUBSCRIBED,
     Delivery,
@@ -186,6 +187,15 @@ def dry_run_counts(db: Database, campaign_id: int) -> DryRun:
             ).all()
             out.domains = _largest(rows)
             out.send = sum(out.domains.values())
+            skipped = dict(
+                s.execute(
+                    select(Delivery.last_text, func.count())
+                    .where(Delivery.campaign_id == c.id, Delivery.state == SKIPPED)
+                    .group_by(Delivery.last_text)
+                ).all()
+            )
+            out.unsubscribed = sum(n for why, n in skipped.items() if why == "unsubscribed")
+            out.suppressed = sum(n for why, n in skipped.items() if why != "unsubscribed")
             return out
         member = (Membership.subscriber_id == Subscriber.id) & (Membership.list_id == c.list_id)
         suppressed = suppressed_clause(db)

@@ -23,7 +23,7 @@ from sqlalchemy import String, delete, func, select, update
 from sqlalchemy.sql import ColumnElement
 
 from bulkmail.audience.addresses import InvalidAddress, address_key, normalize_address
-from bulkmail.audience.forget import forgotten_key, hashed_key_sql
+from bulkmail.audience.forget import forgotten_key, hashed_key_sql, is_forgotten
 from bulkmail.audience.lists import find_list
 from bulkmail.audience.suppressions import iso_time
 from bulkmail.db.engine import Database, now
@@ -166,6 +166,10 @@ def _find(db: Database, email: str) -> Subscriber:
     with db.session() as s:
         sub = s.scalar(select(Subscriber).where(Subscriber.email_key == key))
     if sub is None:
+        if is_forgotten(db, email):
+            raise NotFoundError(
+                f"no subscriber {email!r}: it was forgotten (only its hash is kept)"
+            )
         raise NotFoundError(f"no subscriber {email!r} (see 'bulkmail subscribers list')")
     return sub
 

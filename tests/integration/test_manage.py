@@ -181,7 +181,7 @@ def test_forget_erases_and_a_reimport_is_still_never_mailed(
             for v in row
         )
     assert "ann@" not in dump.lower() and "Oslo pro" not in dump
-    error(run("subscribers", "show", "ann@example.com"), "no subscriber")
+    error(run("subscribers", "show", "ann@example.com"), "no subscriber", "it was forgotten")
     # The address comes back in another case: enqueue skips it, and so does the claim.
     (tmp_path / "again.csv").write_text("email,name\nANN@example.com,Ann\n", encoding="utf-8")
     ok(run("subscribers", "import", "--list", "news", str(tmp_path / "again.csv")))

@@ -119,6 +119,9 @@ def test_dry_run_counts_per_domain_and_site_and_sends_nothing(world: World) -> N
     text = bulkmail(world, "campaigns", "send", str(cid), "--dry-run").stdout
     assert "4 would be sent, 1 skipped as suppressed, 1 skipped as unsubscribed" in text
     assert world.received() == [] and counts(world) == (0, 0)
+    world.send(cid)  # once enqueued, the dry run counts what is still pending, and the skips
+    after = json.loads(bulkmail(world, "campaigns", "send", str(cid), "--dry-run", "--json").stdout)
+    assert (after["enqueued"], after["send"], after["suppressed"]) == (True, 0, 1)
 
 
 def test_a_large_send_asks_on_a_terminal_and_not_under_cron(
