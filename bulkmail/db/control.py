@@ -68,10 +68,23 @@ def transition(
 
 def count_failures(db: Database, changes: dict[int, tuple[bool, int]]) -> dict[int, int]:
     """Apply ``autopause.streak_changes`` (campaign -> (reset, failures after it)) to the
-    campaigns' shared failure streaks; returns each campaign's streak now."""
+    campaigns' shared failure streaks; returns each campaign's streak now.
+
+    Most batches only reset a streak that is 0 already: that UPDATE matches no row, so on
+    PostgreSQL it locks nothing and a fleet's engines do not queue on the campaign row."""
     out = {}
     with db.session() as s:
         for cid, (reset, n) in sorted(changes.items()):
+            if reset and n == 0:
+                s.execute(
+                    text(
+                        "UPDATE campaigns SET failure_streak = 0"
+                        " WHERE id = :id AND failure_streak <> 0"
+                    ),
+                    {"id": cid},
+                )
+                out[cid] = 0
+                continue
             out[cid] = int(
                 s.execute(
                     text(

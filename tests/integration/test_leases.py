@@ -124,6 +124,10 @@ def test_the_failure_streak_is_shared_reset_by_a_success_and_by_running(
     mixed = [refused[0], result(rows[5], SENT), refused[1]]
     assert control.count_failures(db, streak_changes(mixed)) == {cid: 1}
     assert control.count_failures(db, streak_changes(refused[:3])) == {cid: 4}
+    assert control.count_failures(db, streak_changes([result(rows[5], SENT)])) == {cid: 0}
+    with db.session() as s:
+        assert s.execute(text("SELECT failure_streak FROM campaigns")).scalar_one() == 0
+    assert control.count_failures(db, streak_changes(refused[:3])) == {cid: 3}
     control.transition(db, cid, "paused", now, from_states=["running"])
     control.transition(db, cid, "running", now, from_states=["paused"])  # resumed: fresh
     with db.session() as s:
