@@ -97,13 +97,3 @@ def failed(item: Claimed, reason: str) -> Result:
         tls=None,
         event="failed",
     )
-
-
-def is_site_failure(result: Result) -> bool:
-    """A failure that says more about us or the path than the recipient: no connection or a
-    dropped session (4.4.x, 421), or a permanent policy block (5.7.x). Greylisting (4.7.x) is
-    not one: it is the normal first answer of many servers. Many in a row pause a campaign."""
-    enhanced = result.enhanced or ""
-    return result.state in (DEFERRED, BOUNCED, EXPIRED) and (
-        result.code == 421 or enhanced.startswith(("4.4.", "5.7."))
-    )
