@@ -7,6 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -319,3 +323,32 @@ def test_suppressions_remove_lifts_a_forgotten_address_too(run) -> None:  # type
     assert "sha256:" in listed and "bob" not in listed
     ok(run("suppressions", "remove", "BOB@example.org"))
     assert "sha256:" not in ok(run("suppressions", "list", "--json")).stdout
+
+
+def terminal_run(config: Path, answer: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run bulkmail with a real pseudo-terminal as stdin (as a person at a shell has)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bulkmail", "--config", str(config), *args],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        os.write(master, answer)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_a_real_terminal_is_asked_and_its_answer_obeyed(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "bulkmail.toml"
+    declined = terminal_run(config, b"n\n", "lists", "delete", "news")
+    assert declined.returncode != 0 and b"Delete list 'news'" in declined.stderr
+    assert b"pass --yes" not in declined.stderr  # asked, not refused for want of a terminal
+    assert "news" in ok(run("lists", "list")).output
+    accepted = terminal_run(config, b"y\n", "lists", "delete", "news")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "news" not in ok(run("lists", "list")).output
