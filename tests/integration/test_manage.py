@@ -300,6 +300,11 @@ def test_campaigns_clone_edit_delete_only_before_sending(run, db_url: str, tmp_p
         run("campaigns", "edit", str(copy), "--subject", "{{ subscriber.attributes.city }}"), "city"
     )
     error(run("campaigns", "edit", str(copy)), "nothing to change")
+    ok(run("lists", "create", "other"))
+    ok(run("campaigns", "edit", str(copy), "--list", "other"))
+    other = json.loads(ok(run("lists", "show", "other", "--json")).stdout)
+    assert [c["id"] for c in other["campaigns"]] == [copy]
+    error(run("campaigns", "edit", str(copy), "--list", "ghost"), "no list named 'ghost'")
     error(run("campaigns", "edit", str(copy), "--from", "nobody"), "--from")
     # Once enqueued (being sent), neither edit nor delete.
     db = Database(db_url)
