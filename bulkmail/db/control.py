@@ -176,18 +176,17 @@ def forget_worker(db: Database, owner: str) -> None:
         s.execute(text("DELETE FROM site_leases WHERE owner = :owner"), {"owner": owner})
 
 
-def lease_holders(db: Database, now: float) -> tuple[set[str], dict[str, float]]:
-    """(owners holding unexpired row or slot leases, every engine's last heartbeat): what
-    ``delivery.owners.dead_owners`` judges. Both scans are small: ``ix_deliveries_state_due``
-    covers the rows in ``sending`` (their ``next_attempt_at`` is their lease expiry)."""
+def lease_holders(db: Database) -> tuple[set[str], dict[str, float]]:
+    """(owners holding row or slot leases, lapsed or not, and every engine's last heartbeat):
+    what ``delivery.owners.dead_owners`` judges. A lapsed lease counts too: its holder's fresh
+    heartbeat would keep it (``queries.claim``) although the process is gone. Both scans are
+    small: ``ix_deliveries_state_due`` covers the rows in ``sending``."""
     with db.session() as s:
         rows = s.execute(
             text(
                 f"SELECT DISTINCT lease_owner FROM deliveries WHERE state = '{SENDING}'"
-                " AND next_attempt_at > :now AND lease_owner IS NOT NULL"
-                " UNION SELECT DISTINCT owner FROM site_leases WHERE lease_until >= :now"
-            ),
-            {"now": now},
+                " AND lease_owner IS NOT NULL UNION SELECT DISTINCT owner FROM site_leases"
+            )
         ).all()
         seen = s.execute(text("SELECT owner, seen_at FROM workers")).all()
     return {r[0] for r in rows}, {r[0]: r[1] for r in seen}

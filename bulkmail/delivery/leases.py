@@ -120,7 +120,7 @@ class LeaseKeeper:
         """End the leases (rows and slots) of dead engines now."""
         self.reaped_at = time.monotonic()
         now = time.time()
-        holders, seen = await self._in_db(control.lease_holders, self.db, now)
+        holders, seen = await self._in_db(control.lease_holders, self.db)
         dead = owners.dead_owners(holders, seen, me=self.owner, now=now)
         if dead:
             rows = await self._in_db(control.reclaim, self.db, sorted(dead), now)

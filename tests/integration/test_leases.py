@@ -92,7 +92,7 @@ def test_reclaim_frees_dead_engines_rows_and_slots_and_keeps_live_ones(
     }
     assert control.acquire_slots(db, "mx.a.test", 4, killed, 1, now, 30)
     assert control.acquire_slots(db, "mx.a.test", 4, live, 1, now, 30)
-    holders, seen = control.lease_holders(db, now)
+    holders, seen = control.lease_holders(db)
     assert holders == {killed, silent, live, me}
     dead = owners.dead_owners(holders, seen, me=me, now=now)
     assert dead == {killed, silent}  # gone on this host; heartbeat 60 s old
@@ -103,6 +103,27 @@ def test_reclaim_frees_dead_engines_rows_and_slots_and_keeps_live_ones(
         f"mx.a.test|{k}" for k in range(4)
     } - control.renew_slots(db, live, now, 30)  # the dead one's slot is free, the live one's not
     assert queries.renew(db, me, [rows[me].id], now, 300) == {rows[me].id}
+
+
+def test_a_killed_process_whose_short_lease_lapsed_is_still_reclaimed_at_once(
+    db: Database, tmp_path: Path
+) -> None:
+    # A lapsed lease with a fresh heartbeat is kept for a live holder; a holder whose process
+    # is gone must not keep it for the 30 s its last heartbeat stays fresh.
+    cid = campaign_with(db, tmp_path, 1)
+    now = time.time()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = f"{owners.host_name()}:{gone.pid}:deadbeef:{owners.host_tag()}"
+    control.heartbeat(db, killed, now - 1, 5)
+    (row,) = queries.claim(db, [cid], killed, now - 10, 3, 1)  # lease ended 7 s ago
+    alive = now - owners.STALE_HEARTBEAT_SECONDS
+    assert queries.claim(db, [cid], "next", now, 60, 1, alive_since=alive) == []
+    holders, seen = control.lease_holders(db)
+    assert owners.dead_owners(holders, seen, me="next", now=now) == {killed}
+    assert control.reclaim(db, [killed], now) == 1
+    taken = queries.claim(db, [cid], "next", now + 0.001, 60, 1, alive_since=alive)
+    assert [r.id for r in taken] == [row.id]
 
 
 def test_a_running_process_here_or_any_process_elsewhere_is_not_judged_dead_by_pid() -> None:
