@@ -7,7 +7,8 @@ suppression whose key is ``sha256:`` + the SHA-256 of the address key (``address
 case-insensitive), so an import of the same address later, in any case, is still skipped at
 enqueue and at claim (``db.queries`` matches the hash too). The subscriber row itself stays,
 retired (``email_key`` NULL, never mailed), because past deliveries refer to it and the
-campaign reports keep their counts.
+campaign reports keep their counts. Rows that migration 0003 retired as case duplicates of
+the address (``Ann@`` beside ``ann@``) are erased with it.
 
 An unsalted hash of an address can be confirmed by someone who guesses the address; it cannot
 be listed or reversed. A salt would need a secret that, rotated, would silently re-enable
@@ -19,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bulkmail.audience.addresses import address_key
@@ -77,33 +78,43 @@ def forget_subscriber(db: Database, email: str, stamp: float | None = None) -> F
         sub = s.scalar(select(Subscriber).where(Subscriber.email_key == key))
         if sub is None:
             raise NotFoundError(f"no subscriber {email!r} (see 'bulkmail subscribers list')")
-        original = sub.email
-        memberships = s.execute(delete(Membership).where(Membership.subscriber_id == sub.id))
-        placeholder = f"forgotten-{sub.id}@{FORGOTTEN_DOMAIN}"
+        # Rows migration 0003 retired as case duplicates of this address hold it too.
+        retired = s.scalars(
+            select(Subscriber).where(
+                Subscriber.email_key.is_(None), func.lower(Subscriber.email) == key
+            )
+        ).all()
+        people = [sub, *(r for r in retired if address_key(r.email) == key)]
+        ids, originals = [p.id for p in people], [p.email for p in people]
+        memberships = s.execute(delete(Membership).where(Membership.subscriber_id.in_(ids)))
         s.execute(
             update(Delivery)
-            .where(Delivery.subscriber_id == sub.id, Delivery.state.in_(PENDING_STATES))
+            .where(Delivery.subscriber_id.in_(ids), Delivery.state.in_(PENDING_STATES))
             .values(state=SKIPPED, finished_at=at, lease_owner=None, lease_until=None)
         )
-        deliveries = s.execute(
-            update(Delivery)
-            .where(Delivery.subscriber_id == sub.id)
-            .values(
-                email=placeholder, domain=FORGOTTEN_DOMAIN, last_text="forgotten", updated_at=at
+        deliveries = 0
+        for person in people:
+            placeholder = f"forgotten-{person.id}@{FORGOTTEN_DOMAIN}"
+            res = s.execute(
+                update(Delivery)
+                .where(Delivery.subscriber_id == person.id)
+                .values(
+                    email=placeholder, domain=FORGOTTEN_DOMAIN, last_text="forgotten", updated_at=at
+                )
             )
-        )
+            deliveries += res.rowcount or 0  # type: ignore[attr-defined]
+            person.email, person.email_key, person.domain = placeholder, None, FORGOTTEN_DOMAIN
+            person.name, person.attributes, person.updated_at = "", {}, at
         events = s.execute(
             update(Event)
-            .where((Event.subscriber_id == sub.id) | (Event.email == original))
+            .where(Event.subscriber_id.in_(ids) | Event.email.in_(originals))
             .values(email=None, text=None)
         )
-        sub.email, sub.email_key, sub.domain = placeholder, None, FORGOTTEN_DOMAIN
-        sub.name, sub.attributes, sub.updated_at = "", {}, at
         _keep_hashed_suppression(s, key, hashed, at)
         return Forgotten(
             sub.id,
             memberships.rowcount or 0,  # type: ignore[attr-defined]
-            deliveries.rowcount or 0,  # type: ignore[attr-defined]
+            deliveries,
             events.rowcount or 0,  # type: ignore[attr-defined]
             hashed,
         )
