@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from bulkmail.campaigns import composer_for, find_recipient, recipient_of
-from bulkmail.compose.mime import Composer
+from bulkmail.compose.mime import Composed, Composer
 from bulkmail.config import Settings
 from bulkmail.db import control
 from bulkmail.db.engine import Database, now
@@ -96,13 +96,19 @@ class MessageFactory:
         except Exception as exc:  # a bug met by one member's data must not stop the send
             log.exception("composing delivery %s failed", item.id)
             raise TemplateError(f"cannot compose: {type(exc).__name__}: {exc}") from None
-        data = sign_all(self._signers, composed.data) if self._signers else composed.data
+        data = sign_composed(self._signers, composed)
         return Message(composed.envelope_from, composed.recipient, data, composed.needs_smtputf8)
+
+
+def sign_composed(signers: list[DkimSigner], composed: Composed) -> bytes:
+    """The message signed by every signer, with the body hash the composer already has."""
+    if not signers:
+        return composed.data
+    return sign_all(signers, composed.data, bh=composed.body_hash)
 
 
 def preview_bytes(settings: Settings, db: Database, campaign_id: int, address: str) -> bytes:
     """Exactly what would be sent to ``address`` for this campaign, signed."""
     composer = composer_for(settings, db, campaign_id)
     composed = composer.compose(find_recipient(db, campaign_id, address))
-    signers = load_signers(settings)
-    return sign_all(signers, composed.data) if signers else composed.data
+    return sign_composed(load_signers(settings), composed)

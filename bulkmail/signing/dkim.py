@@ -66,23 +66,29 @@ _SPACE_RUN = re.compile(rb"  +")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ":"
 _NAME_OK = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _FOLD_WIDTH = 78  # octets per header line, CRLF excluded (RFC 5322 §2.1.1 SHOULD)
+_STAMP, _BH = "\x01", "\x02"  # blanks for t= and bh= in a cached layout; never in a name
 _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 
 Header = tuple[bytes, bytes]  # (name as written, raw value after the colon, CRLFs of folding kept)
 
 
-def split_message(message: bytes) -> tuple[list[Header], bytes]:
-    """Split a CRLF message into its header fields and its body (without the empty line)."""
-    if message.count(b"\n") != message.count(b"\r\n"):
-        raise SigningError("message has a bare LF line end; DKIM signing needs CRLF throughout")
+def split_message(message: bytes, *, head_only: bool = False) -> tuple[list[Header], bytes]:
+    """Split a CRLF message into its header fields and its body (without the empty line).
+
+    ``head_only`` checks and returns only the header section (the body comes back empty):
+    for a caller that brings the body hash, so the body is not scanned again.
+    """
     if message.startswith(b"\r\n") or not message:
         raise SigningError("message has no header section")
     end = message.find(b"\r\n\r\n")
     if end == -1:
         head, body = message.removesuffix(b"\r\n"), b""
     else:
-        head, body = message[:end], message[end + 4 :]
+        head, body = message[:end], b"" if head_only else message[end + 4 :]
+    checked = head if head_only else message
+    if checked.count(b"\n") != checked.count(b"\r\n"):
+        raise SigningError("message has a bare LF line end; DKIM signing needs CRLF throughout")
     headers: list[Header] = []
     for line in head.split(b"\r\n"):
         if line[:1] in (b" ", b"\t"):
@@ -118,13 +124,28 @@ def canonicalize_header(name: bytes, value: bytes) -> bytes:
     return name.lower().rstrip(b" \t") + b":" + value + b"\r\n"
 
 
+def canonicalize_lines(data: bytes) -> bytes:
+    """Relaxed canonicalisation of whole CRLF lines: WSP runs to one SP, none at line ends.
+
+    Every rule but the last of RFC 6376 §3.4.4 works within a line, so the canonical form of
+    a body is the concatenation of that of its line-aligned pieces, which lets a composer
+    canonicalise what repeats once; :func:`strip_trailing_empty_lines` then does the last.
+    """
+    data = _compress_wsp(data)
+    if b" \r\n" in data:  # after compression a line's trailing whitespace is one space
+        data = data.replace(b" \r\n", b"\r\n")
+    return data
+
+
 def canonicalize_body(body: bytes) -> bytes:
     """Relaxed body canonicalisation (RFC 6376 §3.4.4)."""
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"  # SMTP ends the data with CRLF whatever we hand it
-    body = _compress_wsp(body)
-    if b" \r\n" in body:  # after compression a line's trailing whitespace is one space
-        body = body.replace(b" \r\n", b"\r\n")
+    return strip_trailing_empty_lines(canonicalize_lines(body))
+
+
+def strip_trailing_empty_lines(body: bytes) -> bytes:
+    """The last relaxed rule: no empty lines at the end (an all-empty body becomes empty)."""
     end = len(body)
     while end >= 2 and body.endswith(b"\r\n", 0, end):
         end -= 2
@@ -233,6 +254,7 @@ class DkimSigner:
         self.headers = _normalise_names([*headers, *self.oversigned])
         self._ed25519 = isinstance(self._key, ed25519.Ed25519PrivateKey)
         self.algorithm = "ed25519-sha256" if self._ed25519 else "rsa-sha256"
+        self._layouts: dict[tuple[tuple[str, ...], int, int], tuple[list[int], str]] = {}
         self._head_tokens = [
             "v=1;",
             f"a={self.algorithm};",
@@ -241,28 +263,63 @@ class DkimSigner:
             f"s={self.selector};",
         ]
 
-    def signature_header(self, message: bytes, timestamp: int | None = None) -> bytes:
-        """The complete ``DKIM-Signature: …\\r\\n`` header field for this message."""
-        headers, body = split_message(message)
-        names = header_list(headers, self.headers, self.oversigned)
-        stamp = int(time.time()) if timestamp is None else int(timestamp)
-        h_tokens = [f"{n}:" for n in names]
-        h_tokens[0] = "h=" + h_tokens[0]
-        h_tokens[-1] = h_tokens[-1][:-1] + ";"
-        tokens = [
-            *self._head_tokens,
-            f"t={stamp};",
-            *h_tokens,
-            f"bh={body_hash(body).decode('ascii')};",
-            "b=",
-        ]
-        value = _fold(tokens, len("DKIM-Signature: "))
-        to_hash = [canonicalize_header(name, raw) for name, raw in select_headers(headers, names)]
+    def signature_header(
+        self, message: bytes, timestamp: int | None = None, *, bh: bytes | None = None
+    ) -> bytes:
+        """The complete ``DKIM-Signature: …\\r\\n`` header field for this message.
+
+        ``bh`` is the ``bh=`` value (base64 SHA-256 of the relaxed-canonical body) when the
+        caller has it already: :class:`~bulkmail.compose.mime.Composer` computes it from parts
+        canonicalised once per campaign, so the body is then neither scanned nor hashed here.
+        """
+        headers, body = split_message(message, head_only=bh is not None)
+        if bh is None:
+            bh = body_hash(body)
+        stamp = str(int(time.time()) if timestamp is None else int(timestamp))
+        chosen, template = self._layout(headers, len(stamp), len(bh))
+        value = template.replace(_STAMP * len(stamp), stamp).replace(
+            _BH * len(bh), bh.decode("ascii")
+        )
+        to_hash = [canonicalize_header(*headers[i]) for i in chosen]
         to_hash.append(canonicalize_header(b"DKIM-Signature", value.encode("ascii"))[:-2])
         signature = base64.b64encode(self._sign(b"".join(to_hash))).decode("ascii")
         newline = value.rfind("\n")
         column = len(value) - newline - 1 if newline >= 0 else len("DKIM-Signature: ") + len(value)
         return f"DKIM-Signature: {value}{_fold_base64(signature, column)}\r\n".encode("ascii")
+
+    def _layout(
+        self, headers: Sequence[Header], stamp_len: int, bh_len: int
+    ) -> tuple[list[int], str]:
+        """(which headers to hash, in ``h=`` order; the folded value with t= and bh= blanked).
+
+        The same for every message with the same header names in the same order, i.e. for
+        every message of a campaign: worked out once, then only the t= and bh= values (fixed
+        width, so folding cannot move) are put in.
+        """
+        keys = tuple(name.decode("ascii", "replace").strip().lower() for name, _ in headers)
+        cache_key = (keys, stamp_len, bh_len)
+        found = self._layouts.get(cache_key)
+        if found is not None:
+            return found
+        names = header_list(headers, self.headers, self.oversigned)
+        positions: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            positions.setdefault(key, []).append(index)
+        chosen = [positions[n].pop() for n in names if positions.get(n)]  # bottom-up, §5.4.2
+        h_tokens = [f"{n}:" for n in names]
+        h_tokens[0] = "h=" + h_tokens[0]
+        h_tokens[-1] = h_tokens[-1][:-1] + ";"
+        tokens = [
+            *self._head_tokens,
+            f"t={_STAMP * stamp_len};",
+            *h_tokens,
+            f"bh={_BH * bh_len};",
+            "b=",
+        ]
+        if len(self._layouts) >= 64:
+            self._layouts.clear()
+        found = self._layouts[cache_key] = (chosen, _fold(tokens, len("DKIM-Signature: ")))
+        return found
 
     def sign(self, message: bytes) -> bytes:
         """The message with its DKIM-Signature header prepended."""
@@ -275,13 +332,23 @@ class DkimSigner:
         return self._key.sign(data, _PKCS1V15, _SHA256)  # type: ignore[call-arg]
 
 
-def sign_all(signers: Sequence[DkimSigner], message: bytes, timestamp: int | None = None) -> bytes:
+def sign_all(
+    signers: Sequence[DkimSigner],
+    message: bytes,
+    timestamp: int | None = None,
+    *,
+    bh: bytes | None = None,
+) -> bytes:
     """Sign the original message with every signer (e.g. RSA and Ed25519); prepend all headers.
 
     The first signer's header ends up on top. With no signers the message is returned as is.
+    ``bh``: the body hash if the caller has it (see :meth:`DkimSigner.signature_header`); every
+    signer here hashes the body with SHA-256 under relaxed canonicalisation, so one fits all.
     """
     stamp = int(time.time()) if timestamp is None else timestamp
-    return b"".join(s.signature_header(message, stamp) for s in signers) + message
+    if bh is None and len(signers) > 1:
+        bh = body_hash(split_message(message)[1])
+    return b"".join(s.signature_header(message, stamp, bh=bh) for s in signers) + message
 
 
 def _time_signing(count: int = 2000) -> None:

@@ -443,3 +443,60 @@ def test_property_sign_then_verify_holds(subject, to, extra, fold, lines, traili
         "\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n" * trailing_blank
     ).encode()
     assert verifies(signer("ed25519").sign(msg), "ed25519")
+
+
+# -- the per-campaign fast path: a body hash from the composer, layouts kept per header set ----
+
+
+def _newsletter_messages(count: int):
+    from bulkmail.compose import CampaignInfo, Composer, ComposeSettings, Recipient
+
+    campaign = CampaignInfo(
+        9, "Notes", "Hello {{ subscriber.name }}", "News <news@example.com>", 2, "Readers",
+        "newsletter", reply_to="help@example.com",
+    )  # fmt: skip
+    settings = ComposeSettings(
+        b"signing-test-secret-0123456789", "https://example.com/u/", "unsub@example.com",
+        "bounces.example.com", "example.com",
+    )  # fmt: skip
+    composer = Composer(campaign, settings)
+    return [
+        composer.compose(Recipient(n, f"r{n}@example.org", f"Reader {n}", {"city": "Oslo"}))
+        for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "ed25519"])
+def test_signature_with_the_composers_body_hash_is_byte_identical(kind):
+    s, fresh = signer(kind), signer(kind)
+    for composed in _newsletter_messages(5):
+        fast = s.signature_header(composed.data, 1700000000, bh=composed.body_hash)
+        assert fast == fresh.signature_header(composed.data, 1700000000)
+        assert verifies(fast + composed.data, kind)
+
+
+def test_sign_composed_verifies_for_both_keys_and_fails_when_altered():
+    from bulkmail.delivery.pipeline import sign_composed
+
+    for composed in _newsletter_messages(3):
+        signed = sign_composed([signer("rsa2048"), signer("ed25519")], composed)
+        assert verifies(signed, "rsa2048", 0) and verifies(signed, "ed25519", 1)
+        altered = signed.replace(b"Reader ", b"Raeder ", 1)
+        assert not verifies(altered, "rsa2048", 0)
+
+
+def test_one_signer_signs_messages_of_different_header_sets_as_fresh_ones_do():
+    """The layout kept for one header set must not leak into another."""
+    plain = MESSAGE
+    replied = insert_header(MESSAGE, b"Reply-To: help@example.com\r\n", "bottom")
+    doubled = insert_header(MESSAGE, b"Subject: second\r\n", "bottom")
+    s = signer("ed25519")
+    for msg in (plain, replied, doubled, plain, replied) * 2:
+        for stamp in (1700000000, 99, 12345678901):
+            assert s.signature_header(msg, stamp) == signer("ed25519").signature_header(msg, stamp)
+    assert "reply-to" in h_list(s.sign(replied)) and "reply-to" not in h_list(s.sign(plain))
+
+
+def test_bare_lf_in_the_header_is_rejected_with_a_given_body_hash():
+    with pytest.raises(SigningError, match="bare LF"):
+        signer("ed25519").signature_header(b"From: a@example.com\nTo: b\r\n\r\nx\r\n", bh=b"x")
