@@ -9,14 +9,19 @@ continues it. A rate of 0 turns that brake off.
 
 Hard bounces are the deliveries in state ``bounced`` whose last reply is a recipient-fault
 class (``delivery.taxonomy.SUPPRESSING``): a policy or spam block is not a stale list. The
-brakes are evaluated after each ``bounces`` run for the campaigns it touched (the engine's own
-SMTP-time bounces are in the same table, so they count then too).
+brakes are evaluated after each ``bounces`` run for the campaigns it touched, and by every
+sending engine every ``CHECK_SECONDS`` for the campaigns it sends (``Watch``), so a stale
+list stops mid-send on its SMTP-time bounces instead of at the next ``bounces`` run.
+
+A resumed campaign whose rate is still past a brake is paused again at the next check: to
+go on anyway, raise the brake (or set it to 0) first. The reason says so.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
@@ -24,6 +29,13 @@ from bulkmail.db import control
 from bulkmail.db.engine import Database
 from bulkmail.db.models import PAUSED, RUNNING
 from bulkmail.delivery.taxonomy import SUPPRESSING, classify
+
+if TYPE_CHECKING:
+    from bulkmail.config import Settings
+
+#: How often a sending engine evaluates the brakes of the campaigns it sends (seconds): two
+#: aggregate queries per campaign, cheap next to sending, and soon enough for a stale list.
+CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,14 +72,16 @@ def brake(h: Health, b: Brakes) -> str | None:
             return (
                 f"paused: complaint rate {h.complaint_rate:.2%} ({h.complaints} of "
                 f"{h.delivered} delivered) reached the {b.complaint_rate:.2%} brake "
-                "([bounces] complaint_brake_rate); Gmail and Yahoo enforce 0.3%"
+                "([bounces] complaint_brake_rate); Gmail and Yahoo enforce 0.3%. To send on "
+                "anyway, raise the brake (0: off) and resume"
             )
     if b.bounce_rate > 0 and h.attempted >= b.bounce_min_attempts:
         if h.bounce_rate >= b.bounce_rate:
             return (
                 f"paused: hard-bounce rate {h.bounce_rate:.2%} ({h.hard_bounces} of "
                 f"{h.attempted} attempted) reached the {b.bounce_rate:.2%} brake "
-                "([bounces] bounce_brake_rate): the list looks stale"
+                "([bounces] bounce_brake_rate): the list looks stale. To send on anyway, "
+                "raise the brake (0: off) and resume"
             )
     return None
 
@@ -125,3 +139,36 @@ def apply_brakes(
         ):
             paused.append((cid, reason))
     return paused
+
+
+def from_settings(settings: Settings) -> Brakes:
+    """The ``[bounces]`` brake settings."""
+    b = settings.bounces
+    return Brakes(
+        b.complaint_brake_rate,
+        b.complaint_warn_rate,
+        b.complaint_brake_min_delivered,
+        b.bounce_brake_rate,
+        b.bounce_brake_min_attempts,
+    )
+
+
+class Watch:
+    """The brakes as a sending engine checks them: at most every ``CHECK_SECONDS``."""
+
+    def __init__(self, brakes: Brakes) -> None:
+        self.brakes = brakes
+        self.last = time.monotonic()
+
+    def due(self, now: float) -> bool:
+        """True (once per period) when the brakes should be checked; ``now`` is monotonic."""
+        if now - self.last < CHECK_SECONDS:
+            return False
+        self.last = now
+        return True
+
+    def check(self, db: Database, campaign_ids: list[int]) -> list[int]:
+        """Pause the running campaigns of ``campaign_ids`` a brake applies to; their ids."""
+        if not campaign_ids:
+            return []
+        return [cid for cid, _ in apply_brakes(db, set(campaign_ids), self.brakes, time.time())]

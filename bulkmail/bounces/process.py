@@ -25,6 +25,7 @@ from typing import Any
 
 from bulkmail.bounces.apply import Effect, Outcome, apply_report
 from bulkmail.bounces.brakes import Brakes, apply_brakes
+from bulkmail.bounces.brakes import from_settings as brakes_from
 from bulkmail.bounces.escalate import DEFAULT_SOFT_LIMIT, SoftLimit
 from bulkmail.bounces.parse import parse_report
 from bulkmail.bounces.sources import (
@@ -209,14 +210,7 @@ def _brake(settings: Settings, db: Database, report: RunReport, now: float | Non
 
 def brakes(settings: Settings) -> Brakes:
     """The ``[bounces]`` brake settings."""
-    b = settings.bounces
-    return Brakes(
-        b.complaint_brake_rate,
-        b.complaint_warn_rate,
-        b.complaint_brake_min_delivered,
-        b.bounce_brake_rate,
-        b.bounce_brake_min_attempts,
-    )
+    return brakes_from(settings)
 
 
 def soft_limit(settings: Settings) -> SoftLimit:

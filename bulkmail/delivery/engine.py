@@ -31,6 +31,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from bulkmail.bounces.brakes import Watch, from_settings
 from bulkmail.config import Settings
 from bulkmail.db import control, queries
 from bulkmail.db.engine import Database
@@ -116,6 +117,7 @@ class Engine:
         self._lanes: set[asyncio.Task[None]] = set()
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="bulkmail-db")
         self.leases = LeaseKeeper(db, owner, self.lease, self.in_db)
+        self.brakes = Watch(from_settings(settings))  # list-health brakes, mid-send
 
     async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a database call on this engine's one DB thread, off the event loop."""
@@ -454,6 +456,9 @@ class Engine:
         if self.leases.reap_due():
             await self.leases.reap()
         await self._refresh_campaigns()
+        if self.brakes.due(now):  # list-health brakes (bounces.brakes): a stale list stops
+            braked = await self.in_db(self.brakes.check, self.db, self.active)
+            self.active = [c for c in self.active if c not in braked]
         if self._give_back:
             ids, self._give_back = self._give_back, []
             await self._release(ids)

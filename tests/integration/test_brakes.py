@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from bulkmail.bounces import brakes
 from bulkmail.bounces.process import import_files
 from bulkmail.peers.smtp import Script
 from tests.integration.test_bounces import arf, dsn
@@ -73,3 +76,32 @@ def test_hard_bounces_at_smtp_time_brake_a_stale_list_policy_blocks_do_not(
     state, reason = campaign(world, cid)
     assert state == "paused"
     assert reason.startswith("paused: hard-bounce rate 20.00% (2 of 10 attempted)")
+
+
+def test_a_stale_list_pauses_mid_send_on_its_smtp_time_hard_bounces(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``bounces`` run at all: the engine checks the brakes while it sends, so a list
+    whose first recipients hard-bounce at RCPT TO stops before the rest is sent."""
+    monkeypatch.setattr(brakes, "CHECK_SECONDS", 0.0)  # every monitor tick (1 s)
+    world.configure("bounces", bounce_brake_min_attempts=5, bounce_brake_rate=0.2)
+    world.configure("limits.default", connections=2)  # 45 good ones take 4.5 s at least
+    people = [f"q{i:02d}@a.test" for i in range(60)]
+    gone = {p: "550 5.1.1 no such user" for p in people[:15]}
+    world.mx("a.test", (10, "127.0.0.2"), script=Script(rcpt_replies=gone, delay=0.2))
+    world.subscribers(people)
+    cid = world.campaign()
+    world.send(cid)
+    state, reason = campaign(world, cid)
+    assert state == "paused"
+    assert reason.startswith("paused: hard-bounce rate ")
+    assert "([bounces] bounce_brake_rate): the list looks stale" in reason
+    delivered = len(world.received())
+    assert 0 < delivered < 45  # stopped mid-send: not every good address got it
+    counts = dict(
+        world.sql(
+            "SELECT state, COUNT(*) FROM deliveries WHERE campaign_id = :c GROUP BY state", c=cid
+        )
+    )
+    assert counts.get("queued", 0) > 0  # left for a resume
+    assert counts["sent"] == delivered and sum(counts.values()) == 60
