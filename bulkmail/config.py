@@ -181,6 +181,18 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class SignupSettings:
+    """The sign-up form of ``serve`` for lists created with ``--double-opt-in``."""
+
+    url: str = ""  # public URL of the form's folder: https://news.example/subscribe
+    from_address: str = ""  # From of the confirmation mail: "News <news@news.example>"
+    subject: str = "Please confirm your subscription to {list}"
+    rate_limit: int = 5  # sign-ups per client IP address ...
+    rate_window: float = 3600.0  # ... per this many seconds
+    confirm_within: float = 604800.0  # seconds a confirmation link works (7 days)
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = DatabaseSettings()
     sender: SenderSettings = SenderSettings()
@@ -196,6 +208,7 @@ class Settings:
     check: CheckSettings = CheckSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    signup: SignupSettings = SignupSettings()
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = "<defaults>"
     base_dir: Path = Path(".")
@@ -252,6 +265,7 @@ _SECTIONS: dict[str, type] = {
     "check": CheckSettings,
     "schedule": ScheduleSettings,
     "webhooks": WebhookSettings,
+    "signup": SignupSettings,
 }
 
 
@@ -330,6 +344,10 @@ def _validate(s: Settings) -> None:
     for i, url in enumerate(s.webhooks.urls):
         if not url.startswith(("https://", "http://")) or len(url) > 2000:
             raise ConfigError(f"{s.source}: webhooks.urls[{i}]: not an http(s) URL: {url!r}")
+    if s.signup.url and not s.signup.url.startswith(("https://", "http://")):
+        raise ConfigError(f"{s.source}: signup.url: not an http(s) URL: {s.signup.url!r}")
+    if s.signup.url and not s.signup.from_address:
+        raise ConfigError(f"{s.source}: signup.from_address: required when signup.url is set")
     if s.webhooks.concurrency < 1 or s.webhooks.timeout <= 0:
         raise ConfigError(f"{s.source}: webhooks: concurrency and timeout must be more than 0")
     for domain, lim in s.limits.items():

@@ -9,15 +9,16 @@ from bulkmail.db.models import SUBSCRIBED, MailingList, Membership
 from bulkmail.errors import InputError, NotFoundError
 
 
-def create_list(db: Database, name: str) -> MailingList:
-    """Create a list; a list of that name already existing is an InputError."""
+def create_list(db: Database, name: str, double_opt_in: bool = False) -> MailingList:
+    """Create a list; a list of that name already existing is an InputError. A
+    ``double_opt_in`` list takes sign-ups from ``serve``'s form, each confirmed by a link."""
     name = name.strip()
     if not name:
         raise InputError("list name must not be empty")
     with db.session() as s:
         if s.scalar(select(MailingList.id).where(MailingList.name == name)) is not None:
             raise InputError(f"list {name!r} already exists")
-        lst = MailingList(name=name, created_at=now())
+        lst = MailingList(name=name, created_at=now(), double_opt_in=double_opt_in)
         s.add(lst)
         s.flush()
         return lst

@@ -20,18 +20,25 @@ def lists() -> None:
 
 @lists.command("create")
 @click.argument("name")
+@click.option(
+    "--double-opt-in",
+    is_flag=True,
+    help="Take sign-ups from serve's form at [signup] url; each is added once its address "
+    "confirms by a link.",
+)
 @json_option
 @pass_app
-def lists_create(app: App, name: str, as_json: bool) -> None:
+def lists_create(app: App, name: str, double_opt_in: bool, as_json: bool) -> None:
     """Create a list.
 
     \b
     Example:
       bulkmail lists create news
+      bulkmail lists create news --double-opt-in
     """
-    lst = create_list(app.ready_db(), name)
+    lst = create_list(app.ready_db(), name, double_opt_in=double_opt_in)
     if as_json:
-        echo_json({"id": lst.id, "name": lst.name})
+        echo_json({"id": lst.id, "name": lst.name, "double_opt_in": lst.double_opt_in})
     else:
         click.echo(f"list {lst.name!r} created (id {lst.id})")
 

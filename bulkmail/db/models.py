@@ -52,6 +52,8 @@ class MailingList(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # sign-ups through serve's form, confirmed by a link (migration 0007)
+    double_opt_in: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Subscriber(Base):

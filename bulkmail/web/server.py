@@ -40,11 +40,16 @@ def app_path(settings: Settings) -> str:
 def build_app(settings: Settings, db: Database, body_timeout: float = 10.0) -> Starlette:
     """The endpoint for ``settings`` over ``db`` (the secret must be set)."""
     from bulkmail.web.metrics import ops_routes
+    from bulkmail.web.signup import signup_routes
 
-    backend = DatabaseBackend(db, settings.secret())
-    return create_app(
-        backend, app_path(settings), body_timeout=body_timeout, extra_routes=ops_routes(db)
-    )
+    secret = settings.secret()
+    if settings.signup.url:  # it sends confirmation mail: signed, as the engine's is
+        from bulkmail.signing.policy import require_signing
+
+        require_signing(settings)
+    routes = [*ops_routes(db), *signup_routes(settings, db, secret, body_timeout)]
+    backend = DatabaseBackend(db, secret)
+    return create_app(backend, app_path(settings), body_timeout=body_timeout, extra_routes=routes)
 
 
 def serve(

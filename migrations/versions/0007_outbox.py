@@ -6,6 +6,8 @@ state), only when ``[webhooks] urls`` is set. ``bulkmail webhooks run`` claims d
 a lease (``next_attempt_at`` moved past the lease), POSTs them and deletes a row only when
 its endpoint answered 2xx: at-least-once, and the table holds only what is still owed, so
 counting it or finding its oldest row stays cheap however many events were ever sent.
+Also ``ix_events_kind_created`` for the recent-event counts of ``/metrics``, and
+``lists.double_opt_in``: the lists ``serve``'s sign-up form adds confirmed addresses to.
 
 Revision ID: 0007
 Revises: 0006
@@ -38,9 +40,16 @@ def upgrade() -> None:
     # /metrics counts the sent and deferred events of the last minute / hour: with this index
     # it reads only those rows, not every event of the window (7M an hour at full speed).
     op.create_index("ix_events_kind_created", "events", ["kind", "created_at"])
+    # A list that takes sign-ups from ``serve``'s form only with a confirmed address.
+    with op.batch_alter_table("lists") as batch:
+        batch.add_column(
+            sa.Column("double_opt_in", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("lists") as batch:
+        batch.drop_column("double_opt_in")
     op.drop_index("ix_events_kind_created", table_name="events")
     op.drop_index("ix_outbox_due", table_name="outbox")
     op.drop_table("outbox")
