@@ -254,7 +254,8 @@ class DkimSigner:
         self.headers = _normalise_names([*headers, *self.oversigned])
         self._ed25519 = isinstance(self._key, ed25519.Ed25519PrivateKey)
         self.algorithm = "ed25519-sha256" if self._ed25519 else "rsa-sha256"
-        self._layouts: dict[tuple[tuple[str, ...], int, int], tuple[list[int], str]] = {}
+        self._layouts: dict[tuple[tuple[bytes, ...], int, int], tuple[list[int], str]] = {}
+        self._canonical_headers: dict[Header, bytes] = {}
         self._head_tokens = [
             "v=1;",
             f"a={self.algorithm};",
@@ -280,7 +281,16 @@ class DkimSigner:
         value = template.replace(_STAMP * len(stamp), stamp).replace(
             _BH * len(bh), bh.decode("ascii")
         )
-        to_hash = [canonicalize_header(*headers[i]) for i in chosen]
+        known = self._canonical_headers  # constant headers (From, MIME, List-Id...) repeat
+        if len(known) > 256:
+            known.clear()
+        to_hash = []
+        for index in chosen:
+            header = headers[index]
+            canonical = known.get(header)
+            if canonical is None:
+                canonical = known[header] = canonicalize_header(*header)
+            to_hash.append(canonical)
         to_hash.append(canonicalize_header(b"DKIM-Signature", value.encode("ascii"))[:-2])
         signature = base64.b64encode(self._sign(b"".join(to_hash))).decode("ascii")
         newline = value.rfind("\n")
@@ -296,11 +306,11 @@ class DkimSigner:
         every message of a campaign: worked out once, then only the t= and bh= values (fixed
         width, so folding cannot move) are put in.
         """
-        keys = tuple(name.decode("ascii", "replace").strip().lower() for name, _ in headers)
-        cache_key = (keys, stamp_len, bh_len)
+        cache_key = (tuple([name for name, _ in headers]), stamp_len, bh_len)
         found = self._layouts.get(cache_key)
         if found is not None:
             return found
+        keys = [name.decode("ascii", "replace").strip().lower() for name, _ in headers]
         names = header_list(headers, self.headers, self.oversigned)
         positions: dict[str, list[int]] = {}
         for index, key in enumerate(keys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bulkmail.compose.tokens import make_token, message_id, parse_token, parse_verp, verp_address
 
@@ -130,3 +132,23 @@ def test_message_id_is_stable_and_per_delivery() -> None:
 def test_message_id_does_not_reveal_the_token() -> None:
     token = make_token(SECRET, 3, 4)
     assert token.rsplit("-", 1)[1] not in message_id(SECRET, 3, 4, "example.com")
+
+
+def test_tokens_and_message_ids_are_the_ones_already_sent() -> None:
+    """Pinned values: tokens in mail already delivered must keep parsing, IDs keep matching."""
+    secret = b"pinned-secret-0123456789"
+    assert make_token(secret, 42, 123456789) == "16-21i3v9-7mqrncjhvdvoq4gl"
+    assert message_id(secret, 42, 0, "example.com") == "<16.0.bwn2dbopdobnznn3@example.com>"
+
+
+@given(st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1), st.binary(min_size=16, max_size=40))
+def test_token_mac_is_base32_of_the_first_80_bits_of_hmac_sha256(
+    campaign_id: int, subscriber_id: int, secret: bytes
+) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    msg = b"bulkmail:token:%d:%d" % (campaign_id, subscriber_id)
+    mac = base64.b32encode(hmac.new(secret, msg, hashlib.sha256).digest()[:10]).decode().lower()
+    assert make_token(secret, campaign_id, subscriber_id).rpartition("-")[2] == mac
