@@ -46,6 +46,9 @@ class SenderSettings:
     # the policy host's HTTPS port: 443 except in tests.
     mta_sts: str = "enforce"
     mta_sts_port: int = 443
+    # DANE (RFC 7672): "on" trusts TLSA records the [dns] resolver validated (AD set) and
+    # then requires TLS matching them; needs a validating resolver (unbound, ...).
+    dane: str = "off"
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,7 @@ _CHOICES = {
     ("sender", "mode"): ("mx", "relay"),
     ("sender", "tls"): ("opportunistic", "required", "off"),
     ("sender", "mta_sts"): ("enforce", "testing-only", "off"),
+    ("sender", "dane"): ("off", "on"),
     ("relay", "security"): ("starttls", "tls"),
     ("bounces", "protocol"): ("imap", "pop3"),
     ("bounces", "security"): ("tls", "starttls", "none"),

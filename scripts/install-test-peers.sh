@@ -3,12 +3,15 @@
 # Postfix's smtp-sink/smtp-source, Perl Mail::DKIM and npm mailauth (the independent DKIM
 # verifiers; mailauth for Ed25519), Dovecot (IMAP/POP3 bounce mailbox), Chromium (renders
 # the HTML report), SpamAssassin (scores the bundled template with its local rules; never
-# sa-update), and PostgreSQL started if it is installed but not running.
+# sa-update), unbound and BIND's dnssec-signzone (the DNSSEC-validating resolver of the DANE
+# tests, started by the tests themselves), and PostgreSQL started if it is installed but not
+# running.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
-for pkg in postfix libmail-dkim-perl dovecot-imapd dovecot-pop3d chromium spamassassin; do
+for pkg in postfix libmail-dkim-perl dovecot-imapd dovecot-pop3d chromium spamassassin \
+    unbound bind9-utils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

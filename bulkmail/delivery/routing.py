@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.resolver
 
 from bulkmail.delivery.classify import Reply, dns_temporary, no_such_domain, null_mx
+from bulkmail.delivery.dane import Tlsa
 from bulkmail.errors import ConfigError, DeliveryError
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class _Lookup:
     status: str
     records: tuple = ()
     detail: str = ""
+    secure: bool = False  # the validating resolver set AD (DNSSEC), for DANE
 
 
 class MxResolver:
@@ -102,6 +105,7 @@ class MxResolver:
         if nameservers:
             self._resolver.nameservers = list(nameservers)
         self._resolver.port = port
+        self._resolver.flags = dns.flags.RD | dns.flags.AD  # ask for AD (RFC 6840 5.7)
         self._resolver.timeout = timeout
         self._resolver.lifetime = timeout
         self._rng = rng
@@ -178,6 +182,12 @@ class MxResolver:
     def is_static(self, domain: str) -> bool:
         """True when ``domain`` (normalised) has a static route in [routes]."""
         return domain in self._static
+
+    async def secure_lookup(self, name: str, rdtype: str) -> tuple[str, tuple, bool]:
+        """(status, records, AD set) of a cached lookup: DANE trusts only validated answers.
+        TLSA records come as ``dane.Tlsa``."""
+        found = await self._lookup(_normalise(name) or name, rdtype)
+        return found.status, found.records, found.secure
 
     async def txt(self, name: str) -> tuple[str, tuple[str, ...]]:
         """(status, records) of a cached TXT lookup; each record's strings joined."""
@@ -257,9 +267,12 @@ class MxResolver:
             records: tuple = tuple((rd.preference, _host_text(rd.exchange)) for rd in answer.rrset)
         elif rdtype == "TXT":
             records = tuple(b"".join(rd.strings).decode("utf-8", "replace") for rd in answer.rrset)
+        elif rdtype == "TLSA":
+            records = tuple(Tlsa(rd.usage, rd.selector, rd.mtype, rd.cert) for rd in answer.rrset)
         else:
             records = tuple(rd.address for rd in answer.rrset)
-        return _Lookup("ok", records), min(ttl, MAX_TTL)
+        secure = bool(answer.response.flags & dns.flags.AD)
+        return _Lookup("ok", records, secure=secure), min(ttl, MAX_TTL)
 
 
 def _nxdomain_ttl(exc: dns.resolver.NXDOMAIN) -> float:

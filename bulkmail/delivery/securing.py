@@ -23,24 +23,36 @@ Static routes ([routes]) and address literals are the operator's choice: no poli
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from bulkmail.delivery.classify import Reply
+from bulkmail.delivery.dane import DANE_PREFIX, usable
 from bulkmail.delivery.mtasts import MtaSts
 from bulkmail.delivery.routing import MxHost, MxResolver, Route
 from bulkmail.delivery.stspolicy import POLICY_PREFIX
 from bulkmail.delivery.tlspolicy import Requirement
 
-__all__ = ["POLICY_PREFIX", "SecureRouter"]
+__all__ = ["DANE_PREFIX", "POLICY_PREFIX", "SecureRouter"]
 
 
 class SecureRouter:
-    """MX routes with the recipient domains' MTA-STS policies applied."""
+    """MX routes with the recipient domains' DANE records and MTA-STS policies applied."""
 
-    def __init__(self, resolver: MxResolver, mta_sts: MtaSts, setting: str = "enforce") -> None:
+    def __init__(
+        self,
+        resolver: MxResolver,
+        mta_sts: MtaSts | None,
+        setting: str = "enforce",
+        *,
+        dane: bool = False,
+        port: int = 25,
+    ) -> None:
         self.resolver = resolver
         self.mta_sts = mta_sts
         self.testing_only = setting == "testing-only"
+        self.dane = dane
+        self.port = port  # the delivery port: TLSA records live at _<port>._tcp.<mx host>
 
     async def route(self, domain: str) -> Route:
         route = await self.resolver.route(domain)
@@ -48,6 +60,40 @@ class SecureRouter:
             return route
         if self.resolver.is_static(route.domain):
             return route
+        dane = await self._dane(route) if self.dane else {}
+        if self.mta_sts is not None:
+            route = await self._mta_sts(route, dane)
+        if not dane or route.reply is not None:
+            return route
+        hosts = tuple(
+            replace(h, requirement=dane[h.name]) if h.name in dane else h for h in route.hosts
+        )
+        return Route(route.domain, hosts, f"{route.site}#dane")
+
+    async def _dane(self, route: Route) -> dict[str, Requirement]:
+        """MX host -> its DANE requirement, for the hosts with usable validated TLSA records
+        (or whose TLSA lookup failed: then nothing can be sent until it works). Only under an
+        MX answer the resolver validated: an unsigned MX could name an attacker's host."""
+        status, _, secure = await self.resolver.secure_lookup(route.domain, "MX")
+        if status != "ok" or not secure:
+            return {}
+        names = sorted({h.name for h in route.hosts})
+        found = await asyncio.gather(
+            *(self.resolver.secure_lookup(f"_{self.port}._tcp.{n}", "TLSA") for n in names)
+        )
+        out = {}
+        for name, (status, records, secure) in zip(names, found, strict=True):
+            label = f"{DANE_PREFIX}{name}"
+            if status == "tempfail":
+                out[name] = Requirement("dane", True, True, f"{label}: the lookup failed")
+            elif status == "ok" and secure and usable(records):
+                out[name] = Requirement("dane", True, True, label, usable(records))
+        return out
+
+    async def _mta_sts(self, route: Route, dane: dict[str, Requirement]) -> Route:
+        """The route under the domain's MTA-STS policy; hosts with DANE are DANE's (RFC 8461
+        2: DANE takes precedence)."""
+        assert self.mta_sts is not None
         cached = await self.mta_sts.policy(route.domain)
         if cached is None or cached.policy.mode == "none":
             return route
@@ -56,6 +102,9 @@ class SecureRouter:
         label = f"{POLICY_PREFIX}{route.domain} (id {cached.policy_id}, mode {policy.mode})"
         hosts: list[MxHost] = []
         for host in route.hosts:
+            if host.name in dane:
+                hosts.append(host)
+                continue
             matched = policy.allows(host.name)
             if enforce and not matched:
                 continue

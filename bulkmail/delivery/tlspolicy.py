@@ -65,13 +65,25 @@ class TlsState:
 class Requirement:
     """What a recipient domain's published policy asks of TLS to one of its MX hosts."""
 
-    source: str  # "mta-sts"
+    source: str  # "mta-sts" | "dane"
     enforce: bool  # True: authenticated TLS or no delivery; False (mode testing): record only
     matched: bool = True  # the MX host name matches the policy's mx patterns
     label: str = ""  # names the policy in texts: "MTA-STS policy of example.com (id 2026)"
+    tlsa: tuple = ()  # DANE: the usable, DNSSEC-validated TLSA records (``dane.Tlsa``)
 
 
 PLAINTEXT = TlsState(used=False, verified=False)
+
+
+def peer_chain(ssl_object: ssl.SSLObject | None) -> list[bytes]:
+    """The certificates the server sent (DER, its own first), verified or not. Python 3.11
+    has no public API for it (3.13's ``get_unverified_chain``); the private method of the
+    same name exists since 3.10. [] if it cannot be had."""
+    inner = getattr(ssl_object, "_sslobj", None)
+    getter = getattr(inner, "get_unverified_chain", None)
+    if getter is None:
+        return []
+    return [cert.public_bytes(2) for cert in getter() or []]  # 2: _ssl.ENCODING_DER
 
 
 def tls_state(ssl_object: ssl.SSLObject | None, *, verified: bool) -> TlsState:

@@ -66,7 +66,9 @@ from bulkmail.delivery.classify import (
     smtputf8_unsupported,
     tls_unavailable,
 )
+from bulkmail.delivery.dane import match_chain
 from bulkmail.delivery.tlspolicy import (
+    NOVERIFY,
     PLAIN,
     PLAINTEXT,
     POLICIES,
@@ -76,6 +78,7 @@ from bulkmail.delivery.tlspolicy import (
     TlsPolicy,
     TlsState,
     hello,
+    peer_chain,
     tls_state,
     upgrade,
 )
@@ -486,6 +489,8 @@ class Connector:
         """
         if self._policy_contexts is None:
             self._policy_contexts = TlsContexts(self._settings.ca_file)
+        if requirement.source == "dane":
+            return await self._open_dane(name, address, port, requirement)
         target = _Target(name, address, port, self._policy_contexts, tls_required=True)
         outside = None if requirement.matched else f"{name} is not an mx of the policy"
         try:
@@ -506,6 +511,36 @@ class Connector:
             session.tls = replace(session.tls, failure=f"{requirement.label}: {outside}")
         else:
             session.tls = replace(session.tls, auth=requirement.source)
+        return session
+
+    async def _open_dane(
+        self, name: str, address: str, port: int, requirement: Requirement
+    ) -> Session | Outcome:
+        """DANE (RFC 7672): TLS is mandatory and the TLSA records are the authentication.
+        The handshake does not check the chain against CAs (DANE-EE needs none, DANE-TA
+        brings its own anchor); the chain the server sent is matched before any MAIL, and a
+        mismatch hangs up: deferred (4.7.5), nothing sent."""
+        if not requirement.tlsa:  # the TLSA lookup failed under a signed MX: cannot know
+            return Outcome(Reply(451, requirement.label, "4.7.5"), name, None, "tls")
+        assert self._policy_contexts is not None
+        target = _Target(name, address, port, self._policy_contexts, tls_required=True)
+        try:
+            session = await self._start(target, NOVERIFY)
+        except _Failed as failure:
+            if failure.stage != "tls":
+                return Outcome(failure.reply, name, None, failure.stage)
+            detail = failure.reply.text.removeprefix(tls_unavailable().text + ": ")
+            return Outcome(
+                Reply(451, f"{requirement.label}: no TLS: {detail}", "4.7.5"), name, None, "tls"
+            )
+        chain = peer_chain(session._smtp.get_transport_info("ssl_object"))
+        problem = match_chain(requirement.tlsa, chain, name)
+        if problem is not None:
+            await session.close()
+            why = f"{requirement.label}: {problem} ({target.label})"
+            log.info("%s", why)
+            return Outcome(Reply(451, why, "4.7.5"), name, None, "tls")
+        session.tls = replace(session.tls, verified=True, auth="dane")
         return session
 
     async def _open_mx(self, name: str, address: str, port: int) -> Session | Outcome:

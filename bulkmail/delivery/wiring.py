@@ -42,7 +42,8 @@ class DbPolicyStore:
 def make_router(
     settings: Settings, db: Database | None = None
 ) -> MxResolver | RelayRouter | SecureRouter:
-    """MX routing (under MTA-STS unless [sender] mta_sts = "off"), or in relay mode one route
+    """MX routing (under MTA-STS unless [sender] mta_sts = "off", and DANE if [sender] dane =
+    "on"), or in relay mode one route
     to the smart host for every domain (the relay's own TLS rules apply there)."""
     if settings.sender.mode == "relay":
         return RelayRouter(settings.relay.host, settings.relay.port)
@@ -52,16 +53,21 @@ def make_router(
         settings.dns.timeout,
         static_routes=settings.routes,
     )
-    if settings.sender.mta_sts == "off":
+    dane = settings.sender.dane == "on"
+    if settings.sender.mta_sts == "off" and not dane:
         return resolver
     ca_file = settings.sender.ca_file
-    mta_sts = MtaSts(
-        resolver,
-        ca_file=str(settings.path(ca_file)) if ca_file else None,
-        port=settings.sender.mta_sts_port,
-        store=DbPolicyStore(db) if db is not None else None,
+    mta_sts = None
+    if settings.sender.mta_sts != "off":
+        mta_sts = MtaSts(
+            resolver,
+            ca_file=str(settings.path(ca_file)) if ca_file else None,
+            port=settings.sender.mta_sts_port,
+            store=DbPolicyStore(db) if db is not None else None,
+        )
+    return SecureRouter(
+        resolver, mta_sts, settings.sender.mta_sts, dane=dane, port=settings.sender.port
     )
-    return SecureRouter(resolver, mta_sts, settings.sender.mta_sts)
 
 
 def transport_settings(settings: Settings) -> TransportSettings:

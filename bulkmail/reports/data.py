@@ -30,6 +30,7 @@ from bulkmail.db.models import (
     SENT,
 )
 from bulkmail.delivery.classify import Reply, classify_reply
+from bulkmail.delivery.dane import DANE_PREFIX
 from bulkmail.delivery.stspolicy import POLICY_PREFIX
 from bulkmail.reports.model import (
     TIMELINE_SERIES,
@@ -176,12 +177,13 @@ class _DomainDetail:
 
     def deferrals(self) -> dict[str, tuple[int, int, int]]:
         """domain: (deferral events, deliveries deferred at least once, deferral events
-        caused by a TLS policy: their text starts with ``POLICY_PREFIX``)."""
+        caused by a TLS policy: their text starts with ``POLICY_PREFIX`` or ``DANE_PREFIX``)."""
         return {
             d: (int(n), int(k), int(p or 0))
             for d, n, k, p in self._rows(f"""
             SELECT d.domain, COUNT(*), COUNT(DISTINCT e.delivery_id),
-                   SUM(CASE WHEN e.text LIKE '{POLICY_PREFIX}%' THEN 1 ELSE 0 END)
+                   SUM(CASE WHEN e.text LIKE '{POLICY_PREFIX}%' OR e.text LIKE '{DANE_PREFIX}%'
+                       THEN 1 ELSE 0 END)
             FROM events e JOIN deliveries d ON d.id = e.delivery_id
             WHERE e.campaign_id = :cid AND e.kind = '{DEFERRED}' AND d.domain IN :domains
             GROUP BY d.domain""")
