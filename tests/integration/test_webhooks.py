@@ -15,14 +15,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import text
 
 from bulkmail.audience.unsubscribe import unsubscribe
 from bulkmail.cli.main import cli
 from bulkmail.db import control
 from bulkmail.db.engine import Database
 from bulkmail.peers.smtp import Script
+from bulkmail.webhooks import outbox
 from bulkmail.webhooks.outbox import enable
 from bulkmail.webhooks.sender import SenderOptions, WebhookSender
+from tests.integration.test_bounces import arf, dsn, unsubscribe_request
 from tests.integration.world import World
 from tests.peers.webhooks import Receiver
 
@@ -222,3 +225,45 @@ def test_a_webhook_url_that_is_not_http_is_refused_at_load(world: World, bad: st
     result = bulkmail(world, "webhooks", "status")
     assert result.exit_code == 2
     assert "webhooks.urls[0]: not an http(s) URL" in result.stderr
+
+
+def test_bounce_processing_sends_bounces_complaints_and_mailto_unsubscribes_once(
+    world: World, tmp_path: Path
+) -> None:
+    world.configure("webhooks", urls=["http://127.0.0.1:9/unused"])
+    world.mx("a.test", (10, "127.0.0.2"))
+    world.subscribers(["gone@a.test", "angry@a.test", "leave@a.test"])
+    cid = world.campaign()
+    assert bulkmail(world, "campaigns", "send", str(cid), "--wait").exit_code == 0
+    got = {m.rcpt_tos[0]: m for m in world.received()}
+    files = []
+    for name, data in (
+        ("gone.eml", dsn(got["gone@a.test"], "5.1.1", "550 5.1.1 User unknown")),
+        ("angry.eml", arf(got["angry@a.test"])),
+        ("leave.eml", unsubscribe_request(got["leave@a.test"])),
+    ):
+        (tmp_path / name).write_bytes(data)
+        files.append(str(tmp_path / name))
+    before = world.sql("SELECT COUNT(*) FROM outbox")[0][0]
+    for _ in range(2):  # the second import records nothing, and owes nothing more
+        assert bulkmail(world, "bounces", "import", *files).exit_code == 0
+    rows = world.sql("SELECT kind, payload FROM outbox ORDER BY id")[before:]
+    assert sorted((k, json.loads(p)["data"]["email"]) for k, p in rows) == [
+        ("delivery.bounced", "gone@a.test"),
+        ("delivery.complained", "angry@a.test"),
+        ("subscriber.unsubscribed", "leave@a.test"),
+    ]
+
+
+def test_an_outbox_row_is_rolled_back_with_the_change_it_reports(world: World, db_url: str) -> None:
+    world.configure("webhooks", urls=["http://127.0.0.1:9/unused"])
+    world.subscribers(["ann@a.test"])
+    cid = world.campaign()
+    db = enable(Database(db_url), world.settings())
+    with pytest.raises(RuntimeError), db.session() as s:
+        s.execute(text("UPDATE campaigns SET state = 'paused' WHERE id = :c"), {"c": cid})
+        assert outbox.add(s, "campaign.paused", [{"campaign_id": cid}], time.time()) == 1
+        raise RuntimeError("the change fails after its event was written")
+    assert world.sql("SELECT COUNT(*) FROM outbox")[0][0] == 0
+    assert world.sql("SELECT state FROM campaigns")[0][0] == "draft"
+    db.dispose()
