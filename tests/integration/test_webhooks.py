@@ -88,6 +88,8 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_it_is_back(
     cid = send(world)
     owed = world.sql("SELECT COUNT(*) FROM outbox")[0][0]
     assert owed == sum(expected(world, cid).values()) == 8
+    status = json.loads(bulkmail(world, "webhooks", "status", "--json").output)
+    assert status["pending"] == 8 and status["lag_seconds"] > 0
     env = {**os.environ, "BULKMAIL_WEBHOOK_SECRET": HOOK_SECRET}
     log = tmp_path / "webhooks.log"
     proc = subprocess.Popen(
