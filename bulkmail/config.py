@@ -83,6 +83,9 @@ class Limits:
     connections: int = 10
     messages_per_connection: int = 100
     rate: float = 0.0
+    # Per destination domain, over [sender] mta_sts / dane ("" = as [sender] says).
+    mta_sts: str = ""
+    dane: str = ""
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,8 @@ _CHOICES = {
     ("sender", "tls"): ("opportunistic", "required", "off"),
     ("sender", "mta_sts"): ("enforce", "testing-only", "off"),
     ("sender", "dane"): ("off", "on"),
+    ("limits", "mta_sts"): ("", "enforce", "testing-only", "off"),
+    ("limits", "dane"): ("", "off", "on"),
     ("relay", "security"): ("starttls", "tls"),
     ("bounces", "protocol"): ("imap", "pop3"),
     ("bounces", "security"): ("tls", "starttls", "none"),

@@ -24,6 +24,7 @@ Static routes ([routes]) and address literals are the operator's choice: no poli
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import replace
 
 from bulkmail.delivery.classify import Reply
@@ -47,12 +48,22 @@ class SecureRouter:
         *,
         dane: bool = False,
         port: int = 25,
+        per_domain: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.resolver = resolver
         self.mta_sts = mta_sts
-        self.testing_only = setting == "testing-only"
+        self.setting = setting
         self.dane = dane
         self.port = port  # the delivery port: TLSA records live at _<port>._tcp.<mx host>
+        self.per_domain = dict(per_domain or {})  # domain -> (mta_sts, dane); "" = default
+
+    def settings_for(self, domain: str) -> tuple[str, bool]:
+        """([sender] mta_sts, dane on) for ``domain``, after its [limits."domain"] override."""
+        override = self.per_domain.get(domain)
+        if override is None:
+            return self.setting, self.dane
+        mta_sts, dane = override
+        return mta_sts or self.setting, (dane == "on") if dane else self.dane
 
     async def route(self, domain: str) -> Route:
         route = await self.resolver.route(domain)
@@ -60,9 +71,10 @@ class SecureRouter:
             return route
         if self.resolver.is_static(route.domain):
             return route
-        dane = await self._dane(route) if self.dane else {}
-        if self.mta_sts is not None:
-            route = await self._mta_sts(route, dane)
+        setting, dane_on = self.settings_for(route.domain)
+        dane = await self._dane(route) if dane_on else {}
+        if self.mta_sts is not None and setting != "off":
+            route = await self._mta_sts(route, dane, setting == "testing-only")
         if not dane or route.reply is not None:
             return route
         hosts = tuple(
@@ -90,7 +102,9 @@ class SecureRouter:
                 out[name] = Requirement("dane", True, True, label, usable(records))
         return out
 
-    async def _mta_sts(self, route: Route, dane: dict[str, Requirement]) -> Route:
+    async def _mta_sts(
+        self, route: Route, dane: dict[str, Requirement], testing_only: bool
+    ) -> Route:
         """The route under the domain's MTA-STS policy; hosts with DANE are DANE's (RFC 8461
         2: DANE takes precedence)."""
         assert self.mta_sts is not None
@@ -98,7 +112,7 @@ class SecureRouter:
         if cached is None or cached.policy.mode == "none":
             return route
         policy = cached.policy
-        enforce = policy.mode == "enforce" and not self.testing_only
+        enforce = policy.mode == "enforce" and not testing_only
         label = f"{POLICY_PREFIX}{route.domain} (id {cached.policy_id}, mode {policy.mode})"
         hosts: list[MxHost] = []
         for host in route.hosts:

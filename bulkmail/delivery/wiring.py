@@ -54,11 +54,19 @@ def make_router(
         static_routes=settings.routes,
     )
     dane = settings.sender.dane == "on"
-    if settings.sender.mta_sts == "off" and not dane:
+    per_domain = {
+        domain: (limits.mta_sts, limits.dane)
+        for domain, limits in settings.limits.items()
+        if domain != "default" and (limits.mta_sts or limits.dane)
+    }
+    sts_anywhere = settings.sender.mta_sts != "off" or any(
+        m not in ("", "off") for m, _ in per_domain.values()
+    )
+    if not sts_anywhere and not dane and not any(d == "on" for _, d in per_domain.values()):
         return resolver
     ca_file = settings.sender.ca_file
     mta_sts = None
-    if settings.sender.mta_sts != "off":
+    if sts_anywhere:
         mta_sts = MtaSts(
             resolver,
             ca_file=str(settings.path(ca_file)) if ca_file else None,
@@ -66,7 +74,12 @@ def make_router(
             store=DbPolicyStore(db) if db is not None else None,
         )
     return SecureRouter(
-        resolver, mta_sts, settings.sender.mta_sts, dane=dane, port=settings.sender.port
+        resolver,
+        mta_sts,
+        settings.sender.mta_sts,
+        dane=dane,
+        port=settings.sender.port,
+        per_domain=per_domain,
     )
 
 

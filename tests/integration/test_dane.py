@@ -165,3 +165,13 @@ def test_dane_off_ignores_tlsa_records(
     dane.publish(f"3 1 1 {spki_sha256(tls_ca.issue_cert('mx.dane.test'))}")  # would not match
     world.server(MX_IP, starttls_context=leaf_context(leaf))
     assert dane.send("x@dane.test")["x@dane.test"].state == "sent"
+
+
+def test_dane_on_for_one_domain_only(
+    world: World, dane: Dane, leaf: trustme.LeafCert, tls_ca: trustme.CA
+) -> None:
+    world.configure("sender", dane="off")
+    world.configure('limits."dane.test"', dane="on")
+    dane.publish(f"3 1 1 {spki_sha256(tls_ca.issue_cert('mx.dane.test'))}")  # does not match
+    world.server(MX_IP, starttls_context=leaf_context(leaf))
+    assert dane.send("x@dane.test")["x@dane.test"].state == "deferred"

@@ -239,3 +239,23 @@ def test_each_delivery_records_its_tls_and_the_report_shows_shares_per_destinati
     assert cells["a.test"] == ["2", "100.0%", "100.0%", "0.0%", "0"]
     assert cells["b.test"] == ["0", "-", "-", "-", "1"]
     assert cells["d.test"] == ["1", "0.0%", "0.0%", "100.0%", "0"]
+
+
+def test_a_per_domain_override_turns_mta_sts_off_or_on_for_that_domain(
+    world: World, sts: HttpsServer
+) -> None:
+    for domain in ("a.test", "b.test"):
+        sts.policy(domain, policy(mx="mx.elsewhere.example"))
+        publish(world, domain, "1")
+    world.mx("a.test", (10, MX_IP))
+    world.mx("b.test", (10, "127.0.0.3"))
+    world.configure('limits."a.test"', mta_sts="off")  # [sender] mta_sts: enforce (default)
+    rows = {**send_one(world, "x@a.test"), **send_one(world, "y@b.test")}
+    assert rows["x@a.test"].state == "sent"
+    assert rows["y@b.test"].state == "deferred"
+
+    world.configure("sender", mta_sts="off")
+    world.configure('limits."a.test"', mta_sts="enforce")
+    rows = {**send_one(world, "z@a.test"), **send_one(world, "w@b.test")}
+    assert rows["z@a.test"].state == "deferred"
+    assert rows["w@b.test"].state == "sent"

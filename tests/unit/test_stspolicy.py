@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from bulkmail.config import parse_settings
 from bulkmail.delivery.mtasts import FetchError, parse_response
 from bulkmail.delivery.stspolicy import PolicyError, mx_matches, parse_policy, parse_txt
+from bulkmail.errors import ConfigError
 
 GOOD = (
     "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\n"
@@ -92,3 +94,25 @@ def test_http_response_must_be_200_text_plain() -> None:
         parse_response(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + body, "u")
     with pytest.raises(FetchError, match="larger"):
         parse_response(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 70000, "u")
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"sender": {"mta_sts": "strict"}}, "sender.mta_sts"),
+        ({"sender": {"dane": "yes"}}, "sender.dane"),
+        ({"limits": {"default": {}, "a.test": {"mta_sts": "maybe"}}}, "limits.a.test.mta_sts"),
+    ],
+)
+def test_tls_policy_settings_name_a_bad_value(data: dict, where: str) -> None:
+    with pytest.raises(ConfigError, match=where) as info:
+        parse_settings(data, "bulkmail.toml")
+    assert "\n" not in str(info.value)
+
+
+def test_per_domain_tls_policy_settings_are_read() -> None:
+    s = parse_settings(
+        {"limits": {"default": {}, "A.test": {"mta_sts": "off", "dane": "on"}}}, "x.toml"
+    )
+    assert (s.limits_for("a.test").mta_sts, s.limits_for("a.test").dane) == ("off", "on")
+    assert (s.sender.mta_sts, s.sender.dane) == ("enforce", "off")
