@@ -25,12 +25,20 @@ from dataclasses import dataclass, field
 import httpx
 
 from bulkmail.db.engine import Database
+from bulkmail.errors import DatabaseError
 from bulkmail.webhooks import outbox
 from bulkmail.webhooks.signature import EVENT_HEADER, HEADER, sign
 
 log = logging.getLogger("bulkmail.webhooks")
 
 USER_AGENT = "bulkmail-webhooks/1"
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
 
 
 def retry_delay(attempts: int, initial: float, maximum: float, jitter: float) -> float:
@@ -91,18 +99,24 @@ class WebhookSender:
             while not stop.is_set():
                 now = self.clock()
                 down = [ep for ep, st in self.endpoints.items() if st.down_until > now]
-                owed = await asyncio.to_thread(
-                    outbox.claim, self.db, now, self.options.lease, self.options.batch, down
-                )
-                if owed:
-                    await self._send_batch(client, owed)
+                try:
+                    owed = await asyncio.to_thread(
+                        outbox.claim, self.db, now, self.options.lease, self.options.batch, down
+                    )
+                    if owed:
+                        await self._send_batch(client, owed)
+                        continue
+                except DatabaseError as exc:
+                    if once:
+                        raise
+                    # A database blip must not end the service: what was claimed comes back
+                    # after its lease, and what was POSTed may be POSTed again (at-least-once).
+                    log.warning("webhooks: %s; trying again in %g s", exc, self.options.poll * 5)
+                    await _sleep(stop, self.options.poll * 5)
                     continue
                 if once:
                     break
-                try:
-                    await asyncio.wait_for(stop.wait(), self.options.poll)
-                except TimeoutError:
-                    pass
+                await _sleep(stop, self.options.poll)
         return self.stats
 
     async def _send_batch(self, client: httpx.AsyncClient, owed: list[outbox.Owed]) -> None:

@@ -269,3 +269,38 @@ def test_an_outbox_row_is_rolled_back_with_the_change_it_reports(world: World, d
     assert world.sql("SELECT COUNT(*) FROM outbox")[0][0] == 0
     assert world.sql("SELECT state FROM campaigns")[0][0] == "draft"
     db.dispose()
+
+
+def test_the_running_sender_survives_a_database_error_and_goes_on(
+    world: World, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bulkmail.errors import DatabaseError
+
+    receiver = Receiver(HOOK_SECRET.encode()).start()
+    world.configure("webhooks", urls=[receiver.url])
+    db, ids = _changes(db_url, world, 1)
+    real, calls = outbox.claim, []
+
+    def flaky(*args: object, **kwargs: object) -> list[outbox.Owed]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise DatabaseError("database x is unreachable: connection refused")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox, "claim", flaky)
+    sender = WebhookSender(db, SenderOptions(secret=HOOK_SECRET.encode(), poll=0.05))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(sender.run(stop))
+        deadline = time.monotonic() + 10
+        while len(receiver.events) < len(ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+
+    try:
+        asyncio.run(run())
+    finally:
+        receiver.stop()
+    assert len(calls) >= 2 and sorted(receiver.ids()) == sorted(ids)
