@@ -45,6 +45,9 @@ class Brakes:
     complaint_min_delivered: int = 1000
     bounce_rate: float = 0.05
     bounce_min_attempts: int = 1000
+    #: Shown as a warning only (no setting): mailbox providers start to distrust a sender
+    #: whose hard bounces pass about 2%.
+    bounce_warn_rate: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -97,28 +100,122 @@ def warning(h: Health, b: Brakes) -> str | None:
 
 def health(s: Any, campaign_id: int) -> Health:
     """Count one campaign's delivered, attempted, complained and hard-bounced deliveries."""
-    row = s.execute(
+    return healths(s, campaign_id).get(campaign_id, Health(0, 0, 0, 0))
+
+
+def healths(s: Any, campaign_id: int | None = None) -> dict[int, Health]:
+    """``health`` of one campaign, or (None) of every campaign in two GROUP BY queries."""
+    where = "WHERE campaign_id = :cid" if campaign_id is not None else ""
+    and_where = "AND campaign_id = :cid" if campaign_id is not None else ""
+    params = {"cid": campaign_id}
+    rows = s.execute(
         text(
-            "SELECT SUM(CASE WHEN state IN ('sent', 'complained') THEN 1 ELSE 0 END), "
+            "SELECT campaign_id, SUM(CASE WHEN state IN ('sent', 'complained') THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN attempts > 0 OR state IN ('sent', 'bounced', 'complained', "
             "'expired') THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN state = 'complained' THEN 1 ELSE 0 END) "
-            "FROM deliveries WHERE campaign_id = :cid"
+            f"FROM deliveries {where} GROUP BY campaign_id"
         ),
-        {"cid": campaign_id},
-    ).one()
-    hard = 0
-    for code, enhanced, reply, n in s.execute(
+        params,
+    ).all()
+    hard: dict[int, int] = {}
+    known: dict[tuple[Any, Any, Any], bool] = {}
+    for cid, code, enhanced, reply, n in s.execute(
         text(
-            "SELECT last_code, last_enhanced, last_text, COUNT(*) FROM deliveries "
-            "WHERE campaign_id = :cid AND state = 'bounced' "
-            "GROUP BY last_code, last_enhanced, last_text"
+            "SELECT campaign_id, last_code, last_enhanced, last_text, COUNT(*) FROM deliveries "
+            f"WHERE state = 'bounced' {and_where} "
+            "GROUP BY campaign_id, last_code, last_enhanced, last_text"
         ),
-        {"cid": campaign_id},
+        params,
     ):
-        if classify(code or 0, enhanced, (reply or "").lower()) in SUPPRESSING:
-            hard += int(n)
-    return Health(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), hard)
+        key = (code, enhanced, reply)
+        if key not in known:
+            known[key] = classify(code or 0, enhanced, (reply or "").lower()) in SUPPRESSING
+        if known[key]:
+            hard[cid] = hard.get(cid, 0) + int(n)
+    return {
+        int(cid): Health(int(d or 0), int(a or 0), int(c or 0), hard.get(cid, 0))
+        for cid, d, a, c in rows
+    }
+
+
+def _level(rate: float, warn: float, limit: float) -> str:
+    if limit > 0 and rate >= limit:
+        return "brake"
+    if warn > 0 and rate >= warn:
+        return "warning"
+    return "ok"
+
+
+def figures(h: Health, b: Brakes) -> dict[str, Any]:
+    """The list-health figures ``campaigns status``, ``report`` and ``list`` show (and their
+    ``--json``): each rate with its warning level and brake, and a level: ok, warning (past
+    the warning level) or brake (at or past the brake: paused once the sample is large
+    enough, ``*_min_*``)."""
+    return {
+        "delivered": h.delivered,
+        "complaints": h.complaints,
+        "complaint_rate": round(h.complaint_rate, 6),
+        "complaint_warn_rate": b.complaint_warn_rate,
+        "complaint_brake_rate": b.complaint_rate,
+        "complaint_min_delivered": b.complaint_min_delivered,
+        "complaint_level": _level(h.complaint_rate, b.complaint_warn_rate, b.complaint_rate),
+        "attempted": h.attempted,
+        "hard_bounces": h.hard_bounces,
+        "bounce_rate": round(h.bounce_rate, 6),
+        "bounce_warn_rate": b.bounce_warn_rate,
+        "bounce_brake_rate": b.bounce_rate,
+        "bounce_min_attempts": b.bounce_min_attempts,
+        "bounce_level": _level(h.bounce_rate, b.bounce_warn_rate, b.bounce_rate),
+    }
+
+
+def _limits(warn: float, limit: float, minimum: int, unit: str, sample: int) -> str:
+    parts = [f"warn {warn:.2%}" if warn > 0 else "", f"brake {limit:.2%}" if limit > 0 else ""]
+    said = ", ".join(p for p in parts if p) or "brake off"
+    if limit > 0 and sample < minimum:
+        said += f" from {minimum:,} {unit}"
+    return said
+
+
+def describe(f: dict[str, Any]) -> str:
+    """``figures`` as one line for a person: "complaints 0.12% (3 of 2,500 delivered):
+    WARNING (warn 0.10%, brake 0.30%); hard bounces 1.20% (30 of 2,500 attempted): ok
+    (warn 2.00%, brake 5.00%)"."""
+    complaints = (
+        f"complaints {f['complaint_rate']:.2%} ({f['complaints']:,} of {f['delivered']:,} "
+        f"delivered): {_shout(f['complaint_level'])} ("
+        + _limits(
+            f["complaint_warn_rate"],
+            f["complaint_brake_rate"],
+            f["complaint_min_delivered"],
+            "delivered",
+            f["delivered"],
+        )
+        + ")"
+    )
+    bounces = (
+        f"hard bounces {f['bounce_rate']:.2%} ({f['hard_bounces']:,} of {f['attempted']:,} "
+        f"attempted): {_shout(f['bounce_level'])} ("
+        + _limits(
+            f["bounce_warn_rate"],
+            f["bounce_brake_rate"],
+            f["bounce_min_attempts"],
+            "attempted",
+            f["attempted"],
+        )
+        + ")"
+    )
+    return f"{complaints}; {bounces}"
+
+
+def _shout(level: str) -> str:
+    return {"ok": "ok", "warning": "WARNING", "brake": "AT THE BRAKE"}[level]
+
+
+def marked(rate: float, level: str) -> str:
+    """A rate for a table column: "0.12%", with "!" past the warning level, "!!" at the brake."""
+    return f"{rate:.2%}" + {"ok": "", "warning": "!", "brake": "!!"}[level]
 
 
 def apply_brakes(

@@ -87,13 +87,18 @@ def create(
 def list_(app: App, as_json: bool) -> None:
     """One line per campaign under a header: state, schedule (UTC), progress, counts and rate.
 
+    COMPLAINTS (of delivered) and HARD (hard bounces of attempted) are the list-health rates:
+    "!" past the warning level (complaints 0.1%, hard bounces 2%), "!!" at the [bounces]
+    brake (0.3% and 5% by default).
+
     \b
     Example:
       bulkmail campaigns list
     """
+    from bulkmail.bounces.brakes import from_settings
     from bulkmail.reports.lines import CAMPAIGN_HEADER, campaign_lines, format_campaign_line
 
-    rows = campaign_lines(app.ready_db())
+    rows = campaign_lines(app.ready_db(), from_settings(app.settings))
     if as_json:
         echo_json(rows)
         return
@@ -271,18 +276,28 @@ def send(
 def status(app: App, campaign_id: int, as_json: bool) -> None:
     """Counts per delivery state, also while a send runs elsewhere.
 
+    The list-health line gives the complaint rate (of delivered) and the hard-bounce rate (of
+    attempted) against their warning levels and the [bounces] brakes (Gmail and Yahoo warn
+    from 0.1% complaints and enforce 0.3%).
+
     \b
     Example:
       bulkmail campaigns status 1 --json
     """
-    data = lib.status(app.ready_db(), campaign_id)
+    from bulkmail.bounces import brakes
+
+    db = app.ready_db()
+    data = lib.status(db, campaign_id)
+    with db.session() as s:  # complaint and hard-bounce rates against the brakes (issue 13)
+        health = brakes.figures(brakes.health(s, campaign_id), brakes.from_settings(app.settings))
     if as_json:
-        echo_json(data)
+        echo_json({**data, "list_health": health})
         return
     click.echo(
         f"campaign {data['id']} {data['name']!r}: {data['state']}, {data['total']} deliveries"
     )
     click.echo("  " + ", ".join(f"{k} {data[k]}" for k in list(data)[4:] if k != "reason"))
+    click.echo(f"  list health: {brakes.describe(health)}")
     if data["reason"]:
         click.echo(f"  reason: {printable(data['reason'])}")
 

@@ -31,7 +31,10 @@ from bulkmail.cli.options import echo_json, json_option
 @json_option
 @pass_app
 def report(app: App, campaign_id: int, html_path: str | None, top: int, as_json: bool) -> None:
-    """What happened in a send: counts, destinations, bounce and deferral reasons, throughput.
+    """What happened in a send: counts, destinations, bounce and deferral reasons, throughput,
+    and the list health (complaint and hard-bounce rates against their warning levels and the
+    [bounces] brakes). Bounce classes are those of the bounce taxonomy (invalid_recipient,
+    bad_domain, policy, spam_block, ...), as in ``bounces parse`` and the suppressions.
 
     \b
     Example:
@@ -39,9 +42,10 @@ def report(app: App, campaign_id: int, html_path: str | None, top: int, as_json:
       bulkmail campaigns report 1 --json > report.json
       bulkmail campaigns report 1 --html report.html
     """
+    from bulkmail.bounces.brakes import from_settings
     from bulkmail.reports.data import build_report
 
-    data = build_report(app.ready_db(), campaign_id, top=top)
+    data = build_report(app.ready_db(), campaign_id, top=top, limits=from_settings(app.settings))
     if html_path:
         from bulkmail.reports.html import write_html
 

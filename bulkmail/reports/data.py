@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 
+from bulkmail.bounces.brakes import Brakes, figures, health
 from bulkmail.campaigns import get_campaign
 from bulkmail.db.engine import Database
 from bulkmail.db.models import (
@@ -53,10 +54,17 @@ ENDED = (SENT, COMPLAINED, BOUNCED, EXPIRED, FAILED)  # attempted and final
 
 
 def build_report(
-    db: Database, campaign_id: int, *, top: int = 20, buckets: int = 60, reasons: int = 10
+    db: Database,
+    campaign_id: int,
+    *,
+    top: int = 20,
+    buckets: int = 60,
+    reasons: int = 10,
+    limits: Brakes | None = None,
 ) -> CampaignReport:
     """The report of one campaign: ``top`` destinations, ``reasons`` per kind, a timeline of at
-    most ``buckets`` buckets. NotFoundError if there is no such campaign."""
+    most ``buckets`` buckets, the list health against ``limits`` (the [bounces] brakes).
+    NotFoundError if there is no such campaign."""
     c = get_campaign(db, campaign_id)
     with db.session() as s:
         counts = dict.fromkeys(DELIVERY_STATES, 0)
@@ -83,6 +91,7 @@ def build_report(
             ).scalar()
         timeline = _timeline(s, campaign_id, start, buckets, sqlite=db.sqlite)
         timing = _timing(s, campaign_id, start, timeline)
+        list_health = figures(health(s, campaign_id), limits or Brakes())
     categories: dict[str, int] = defaultdict(int)
     for r in grouped.get("bounced", []):
         categories[r.category] += r.count
@@ -105,6 +114,7 @@ def build_report(
         bounce_categories=dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))),
         timeline=timeline,
         timing=timing,
+        list_health=list_health,
     )
 
 
@@ -264,9 +274,11 @@ def _reasons(s: Any, campaign_id: int, limit: int) -> dict[str, list[Reason]]:
 
 
 def _category(kind: str, reply: ReplySummary) -> str:
+    """The taxonomy's class (``delivery.taxonomy``), the vocabulary the classifier, the
+    events and the suppressions share; an expiry or a local failure is its kind."""
     if kind in ("expired", "failed") or reply.code is None:
         return kind
-    return str(classify_reply(Reply(reply.code, reply.text, reply.enhanced)).category)
+    return classify_reply(Reply(reply.code, reply.text, reply.enhanced)).bounce_class.value
 
 
 def _bucket_sql(column: str, sqlite: bool) -> str:

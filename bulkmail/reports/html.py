@@ -92,7 +92,7 @@ def categories_chart(report: CampaignReport) -> str:
     return svg.donut(
         "chart-bounces",
         "Bounce categories",
-        "Bounce events by category (hard, policy, quota, content, ...).",
+        "Bounce events by class (invalid_recipient, policy, spam_block, quota, ...).",
         parts,
     )
 

@@ -3,7 +3,8 @@
 Two GROUP BY queries for all campaigns at once (deliveries per campaign and state, and each
 campaign's last ``finished_at``), so listing many campaigns costs the same as listing one.
 The rate is deliveries finished per second over the send so far: from the campaign's
-``started_at`` to its last finished delivery.
+``started_at`` to its last finished delivery. COMPLAINTS and HARD are the list-health rates
+(``bounces.brakes``): "!" past the warning level, "!!" at the brake.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from bulkmail.bounces.brakes import Brakes, Health, figures, healths, marked
 from bulkmail.db.engine import Database
 from bulkmail.db.models import FINAL_STATES, PENDING_STATES
 from bulkmail.reports.model import format_rate
@@ -21,11 +23,15 @@ from bulkmail.reports.terminal import printable
 _ATTEMPTED = ("sent", "complained", "bounced", "expired", "failed")
 
 
-def campaign_lines(db: Database) -> list[dict[str, Any]]:
+def campaign_lines(db: Database, limits: Brakes | None = None) -> list[dict[str, Any]]:
     """For each campaign, in id order: id, name, state, scheduled_at, started_at, finished_at,
     total, done, pending, progress (done/total, 0..1), the counts of sent, deferred, bounced,
-    expired, failed, skipped, and rate (finished deliveries per second, or None)."""
+    expired, failed, skipped, rate (finished deliveries per second, or None), and the
+    list-health rates with their levels against ``limits`` (``bounces.brakes.figures``):
+    complaint_rate, complaint_level, bounce_rate, bounce_level."""
+    limits = limits or Brakes()
     with db.session() as s:
+        health = healths(s)
         campaigns = s.execute(
             text(
                 "SELECT id, name, state, scheduled_at, started_at, finished_at FROM campaigns "
@@ -70,6 +76,11 @@ def campaign_lines(db: Database) -> list[dict[str, Any]]:
                     for k in ("sent", "deferred", "bounced", "expired", "failed", "skipped")
                 },
                 "rate": attempted / elapsed if elapsed and elapsed > 0 and attempted else None,
+                **{
+                    k: v
+                    for k, v in figures(health.get(cid, Health(0, 0, 0, 0)), limits).items()
+                    if k in ("complaint_rate", "complaint_level", "bounce_rate", "bounce_level")
+                },
             }
         )
     return out
@@ -87,7 +98,7 @@ COUNT_COLUMNS = ("sent", "deferred", "bounced", "expired", "failed", "skipped")
 CAMPAIGN_HEADER = (
     f"{'ID':>4}  {'NAME':<24} {'STATE':<9} {'SCHEDULED':<17} {'DONE':<16}"
     + "".join(f" {k.upper():>8}" for k in COUNT_COLUMNS)
-    + "  RATE"
+    + f"  {'RATE':<8} {'COMPLAINTS':>10} {'HARD':>7}"
 )
 
 
@@ -99,5 +110,7 @@ def format_campaign_line(row: dict[str, Any]) -> str:
         f"{row['id']:>4}  {printable(row['name'])[:24]:<24} {row['state']:<9} "
         f"{format_time(row['scheduled_at']):<17} {done:<16}"
         + "".join(f" {row[k]:>8}" for k in COUNT_COLUMNS)
-        + f"  {format_rate(row['rate'])}"
+        + f"  {format_rate(row['rate']):<8} "
+        + f"{marked(row['complaint_rate'], row['complaint_level']):>10} "
+        + f"{marked(row['bounce_rate'], row['bounce_level']):>7}"
     )

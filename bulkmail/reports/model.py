@@ -106,7 +106,8 @@ class Destination:
 @dataclass(frozen=True)
 class Reason:
     """Events of one kind (bounced, deferred, expired, failed) sharing an enhanced code (or,
-    without one, a basic code), with the category ``classify_reply`` gives them."""
+    without one, a basic code), with their class in the bounce taxonomy
+    (``delivery.taxonomy``: invalid_recipient, policy, ...; expired and failed: the kind)."""
 
     kind: str
     enhanced: str | None
@@ -162,6 +163,8 @@ class CampaignReport:
     bounce_categories: dict[str, int]
     timeline: Timeline
     timing: Timing
+    #: Complaint and hard-bounce rates against the brakes (``bounces.brakes.figures``).
+    list_health: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``campaigns report --json`` document."""

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from bulkmail.bounces.brakes import describe
 from bulkmail.reports.lines import format_time
 from bulkmail.reports.model import CampaignReport, format_rate, format_seconds, merge_buckets
 from bulkmail.reports.terminal import printable
@@ -39,10 +40,11 @@ def print_report(report: CampaignReport, console: Console) -> None:
     for kind, rows in report.reasons.items():
         if rows:
             console.print(_reasons(kind, report))
+    if report.list_health:
+        console.print("List health: " + escape(describe(report.list_health)), highlight=False)
     if report.bounce_categories:
         console.print(
-            "Bounce categories: "
-            + ", ".join(f"{k} {v}" for k, v in report.bounce_categories.items()),
+            "Bounce classes: " + ", ".join(f"{k} {v}" for k, v in report.bounce_categories.items()),
             highlight=False,
         )
     console.print(_timeline(report))

@@ -4,12 +4,15 @@ policy blocks never count as a stale list."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from bulkmail.bounces import brakes
 from bulkmail.bounces.process import import_files
+from bulkmail.cli.main import cli as main_cli
 from bulkmail.peers.smtp import Script
 from tests.integration.test_bounces import arf, dsn
 from tests.integration.world import World
@@ -50,6 +53,50 @@ def test_complaints_imported_mid_send_pause_the_campaign_at_the_rate(
     assert state == "paused"
     assert reason.startswith("paused: complaint rate 22.22% (2 of 9 delivered)")
     assert out["paused"] == [{"campaign_id": cid, "reason": reason}]
+
+
+def cli(w: World, *args: str) -> str:
+    out = CliRunner().invoke(main_cli, ["--config", str(w.config_path()), *args])
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def test_status_list_and_report_show_the_rates_against_the_warning_levels_and_brakes(
+    world: World, tmp_path: Path
+) -> None:
+    world.configure("bounces", complaint_brake_min_delivered=5, complaint_brake_rate=0.15)
+    cid = run_until_retry(world, {LATE: "451 4.3.0 try later"})
+    got = {m.rcpt_tos[0]: m for m in world.received()}
+    status = json.loads(cli(world, "campaigns", "status", str(cid), "--json"))["list_health"]
+    assert (status["complaints"], status["complaint_level"]) == (0, "ok")
+    imported(world, tmp_path, "one.eml", arf(got["p0@a.test"]))  # 1 of 9: past the 0.1% warning
+    status = json.loads(cli(world, "campaigns", "status", str(cid), "--json"))["list_health"]
+    assert (status["complaints"], status["delivered"], status["complaint_level"]) == (
+        1,
+        9,
+        "warning",
+    )
+    assert (status["complaint_warn_rate"], status["complaint_brake_rate"]) == (0.001, 0.15)
+    text = cli(world, "campaigns", "status", str(cid))
+    assert (
+        "list health: complaints 11.11% (1 of 9 delivered): WARNING (warn 0.10%, brake 15.00%); "
+        "hard bounces 0.00% (0 of 10 attempted): ok (warn 2.00%, brake 5.00% from 1,000 "
+        "attempted)"
+    ) in text
+    header, line = cli(world, "campaigns", "list").splitlines()
+    assert header.split()[-2:] == ["COMPLAINTS", "HARD"] and line.split()[-2:] == [
+        "11.11%!",
+        "0.00%",
+    ]
+    listed = json.loads(cli(world, "campaigns", "list", "--json"))[0]
+    assert (listed["complaint_rate"], listed["complaint_level"]) == (round(1 / 9, 6), "warning")
+    imported(world, tmp_path, "two.eml", arf(got["p1@a.test"]))  # 2 of 9: the brake, paused
+    assert cli(world, "campaigns", "list").splitlines()[1].split()[-2:] == ["22.22%!!", "0.00%"]
+    report = json.loads(cli(world, "campaigns", "report", str(cid), "--json"))["list_health"]
+    assert (report["complaints"], report["complaint_level"]) == (2, "brake")
+    assert "complaints 22.22% (2 of 9 delivered): AT THE BRAKE" in " ".join(
+        cli(world, "campaigns", "report", str(cid)).split()
+    )
 
 
 def test_a_complaint_below_the_minimum_sample_does_not_pause(world: World, tmp_path: Path) -> None:

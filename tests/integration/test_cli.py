@@ -85,6 +85,8 @@ def test_a_full_session_of_commands(run, tmp_path: Path, db_url: str) -> None:  
     assert created.exit_code == 0, created.output
     cid = json.loads(created.output)["id"]
     status = json.loads(run("campaigns", "status", str(cid), "--json").output)
+    health = status.pop("list_health")  # rates against the brakes: tests/integration/test_brakes
+    assert (health["complaint_rate"], health["bounce_rate"], health["bounce_level"]) == (0, 0, "ok")
     assert status == {
         "id": cid,
         "name": "May",

@@ -51,14 +51,14 @@ DESTINATIONS = {
         1,
     ),
 }
-REASONS = {  # kind: [(code, events, category, example)]
+REASONS = {  # kind: [(code, events, taxonomy class, example)]
     "bounced": [
-        ("5.1.1", 3, "hard", "550 5.1.1 No such user"),
+        ("5.1.1", 3, "invalid_recipient", "550 5.1.1 No such user"),
         ("5.7.1", 1, "policy", "550 5.7.1 Rejected by policy"),
     ],
     "deferred": [
         ("4.7.1", 2, "policy", "451 4.7.1 Greylisted, try again"),
-        ("4.4.3", 1, "soft", DESTINATIONS["broken.test"][7]),
+        ("4.4.3", 1, "routing", DESTINATIONS["broken.test"][7]),
     ],
     "expired": [("4.4.3", 1, "expired", DESTINATIONS["broken.test"][7])],
 }
@@ -161,7 +161,14 @@ def test_json_report_holds_every_figure_of_the_send(world: World) -> None:
         ]
         assert got == expected
     assert data["reasons"]["failed"] == []
-    assert data["bounce_categories"] == {"hard": 3, "policy": 1}
+    assert data["bounce_categories"] == {"invalid_recipient": 3, "policy": 1}
+    # List health: the 5.7.1 policy bounce is not a stale list; 3 of 17 is past the brake,
+    # shown as such, but under the 1,000-attempt sample the brake waits for.
+    health = data["list_health"]
+    assert (health["delivered"], health["complaints"], health["complaint_level"]) == (12, 0, "ok")
+    assert (health["attempted"], health["hard_bounces"]) == (17, 3)
+    assert (health["bounce_rate"], health["bounce_level"]) == (round(3 / 17, 6), "brake")
+    assert (health["complaint_warn_rate"], health["complaint_brake_rate"]) == (0.001, 0.003)
     t = expected_timing(world, cid)
     timing = data["timing"]
     assert timing["started_at"] == pytest.approx(t["start"])
@@ -243,7 +250,12 @@ def test_text_report_shows_every_figure_of_the_send(world: World) -> None:
         section = out.split(f"{kind.capitalize()}: reasons")[1]
         for code, count, category, example in expected:
             assert cells(section, code)[:4] == [code, str(count), category, example]
-    assert "Bounce categories: hard 3, policy 1" in out
+    assert "Bounce classes: invalid_recipient 3, policy 1" in out
+    assert (
+        "List health: complaints 0.00% (0 of 12 delivered): ok (warn 0.10%, brake 0.30% from "
+        "1,000 delivered); hard bounces 17.65% (3 of 17 attempted): AT THE BRAKE (warn 2.00%, "
+        "brake 5.00% from 1,000 attempted)"
+    ) in " ".join(out.split())
     t = expected_timing(world, cid)
     assert cells(out, "first delivery after start")[1] == format_seconds(t["first"])
     assert cells(out, "last delivery after start")[1] == format_seconds(t["last"])
@@ -371,7 +383,7 @@ def test_html_report_shows_every_figure_and_draws_the_charts(world: World) -> No
         ("sent", 2),
         ("expired", 1),
     ]
-    assert page.marks["chart-bounces"] == [("hard", 3), ("policy", 1)]
+    assert page.marks["chart-bounces"] == [("invalid_recipient", 3), ("policy", 1)]
 
 
 def test_report_of_a_missing_campaign_is_a_one_line_error(world: World) -> None:
