@@ -107,7 +107,10 @@ async def _engine_pass(
     """One engine pass in this process; True if it was stopped (signal or deadline)."""
     engine = Engine(settings, db, scope, owner=owner_id(), peers_hint=peers)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # The caller's handlers come back after the pass: asyncio would leave the defaults, and a
+    # SIGTERM between two passes of ``worker`` then killed it (-15) instead of stopping it.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
         loop.add_signal_handler(sig, engine.stop)
     try:
         task = asyncio.create_task(engine.run(until_idle=True, deadline=deadline))
@@ -117,8 +120,10 @@ async def _engine_pass(
                 await asyncio.to_thread(_show, progress, db, follow)
         await task
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig, handler in previous.items():
             loop.remove_signal_handler(sig)
+            if handler is not None:
+                signal.signal(sig, handler)
     return engine.stopping.is_set()
 
 

@@ -3,6 +3,7 @@ nobody lost, nobody sent twice except what was in flight at a hard kill."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from bulkmail.delivery.owners import STALE_HEARTBEAT_SECONDS
+from bulkmail.delivery.runner import _engine_pass
 from bulkmail.peers.smtp import Script
 from tests.integration.world import World
 
@@ -184,3 +186,19 @@ def test_a_stopped_sender_past_its_lease_drops_what_another_took(world: World) -
     assert set(received) == set(people)
     assert max(received.values()) == 1, [r for r, n in received.items() if n > 1]
     assert world.sql("SELECT COUNT(*) FROM deliveries WHERE state <> 'sent'")[0][0] == 0
+
+
+def test_an_engine_pass_gives_the_callers_signal_handlers_back(world: World) -> None:
+    # ``worker`` runs pass after pass with its own SIGTERM handler in between; asyncio left
+    # the default there, so a SIGTERM between two passes killed it instead of stopping it.
+    def mine(_sig: int, _frame: object) -> None:
+        pass
+
+    old = signal.signal(signal.SIGTERM, mine)
+    db = world.db()
+    try:
+        asyncio.run(_engine_pass(world.settings(), db, []))
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        db.dispose()
