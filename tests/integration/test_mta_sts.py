@@ -6,6 +6,7 @@ nothing may be sent in plaintext: the MX peers record every MAIL and DATA they r
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.console import Console
 from bulkmail.peers.https import HttpsServer
 from bulkmail.peers.smtp import free_port
 from bulkmail.reports import build_report
+from bulkmail.reports.html import render_html
 from bulkmail.reports.text import print_report
 from tests.integration.world import SENDING_DOMAIN, World
 
@@ -239,6 +241,12 @@ def test_each_delivery_records_its_tls_and_the_report_shows_shares_per_destinati
     assert cells["a.test"] == ["2", "100.0%", "100.0%", "0.0%", "0"]
     assert cells["b.test"] == ["0", "-", "-", "-", "1"]
     assert cells["d.test"] == ["1", "0.0%", "0.0%", "100.0%", "0"]
+
+    page = render_html(report)
+    row = page.split('data-tls-domain="a.test">', 1)[1].split("</tr>", 1)[0]
+    assert re.findall(r'class="n">([^<]*)<', row) == ["2", "100.0%", "100.0%", "0.0%", "0"]
+    row = page.split('data-tls-domain="b.test">', 1)[1].split("</tr>", 1)[0]
+    assert re.findall(r'class="n">([^<]*)<', row) == ["0", "-", "-", "-", "1"]
 
 
 def test_a_per_domain_override_turns_mta_sts_off_or_on_for_that_domain(
