@@ -49,7 +49,8 @@ from bulkmail.db.engine import Database
 from bulkmail.db.engine import now as clock
 from bulkmail.db.models import BOUNCED, COMPLAINED, DEFERRED, EXPIRED, SENT
 from bulkmail.db.queries import add_suppressions
-from bulkmail.delivery.classify import Disposition, reply_from_dsn
+from bulkmail.delivery.classify import Disposition, classify_reply, reply_from_dsn
+from bulkmail.delivery.taxonomy import judged_note
 from bulkmail.webhooks import outbox
 
 EVENT_BOUNCED, EVENT_SOFT, EVENT_DELAYED = "bounced", "soft_bounce", "delayed"
@@ -327,6 +328,8 @@ def _decide(
     if rcpt.action == "delayed":
         return EVENT_DELAYED, None, False, code, reply.enhanced, detail
     verdict = verdict_for(report, rcpt, reply)
+    if reply.code and verdict.bounce_class is not classify_reply(reply).bounce_class:
+        detail += judged_note(verdict.bounce_class)  # so every later reading agrees
     if verdict.disposition is Disposition.BOUNCED:
         return EVENT_BOUNCED, BOUNCED, verdict.suppress, code, reply.enhanced, detail
     return EVENT_SOFT, None, False, code, reply.enhanced, detail

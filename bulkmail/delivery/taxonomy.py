@@ -152,6 +152,18 @@ _TOO_MANY_RCPTS = _words(r"too many recipients")
 _SIZE = _words(r"too (?:big|large)|size limit|exceeds? .{0,30}size|message size|message length")
 
 
+def judged_note(klass: BounceClass) -> str:
+    """What ``bounces`` appends to a recorded reply when the whole report judged it otherwise
+    than its reply alone would be (a bare "User unknown" not refused at RCPT TO, a report
+    naming a full mailbox): the events, the report, the brakes and the soft-bounce count all
+    classify the recorded text again, and must come to the same class."""
+    return f" (judged {klass.value} by the bounce report)"
+
+
+_NAMES = frozenset(c.value for c in BounceClass)
+_JUDGED = re.compile(r"\(judged ([a-z_]+) by the bounce report\)\s*$", re.IGNORECASE)
+
+
 def curable_cause(text: str) -> str:
     """ "quota" or "inactive_mailbox" when ``text`` names that cause, else "" (a report's own
     words: "Not enough disk space", "The user(s) account is disabled")."""
@@ -174,6 +186,9 @@ def classify(
     or X.0.0) are a bad address only at RCPT TO; said later they are a filter's refusal
     (policy), as the reference analyser's "filtered" (``bounces.stage`` says why).
     """
+    judged = _JUDGED.search(text)
+    if judged is not None and judged.group(1) in _NAMES:
+        return BounceClass(judged.group(1))
     found = _classify(code, enhanced, text)
     if found is BounceClass.INVALID_RECIPIENT and refused_at_rcpt is False:
         detail = enhanced.split(".", 1)[1] if enhanced else None

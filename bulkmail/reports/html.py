@@ -29,14 +29,23 @@ OUTCOME_COLORS = {
     "failed": "#6a1b9a",
     "pending": "#90caf9",
 }
+#: One colour per bounce class (``delivery.taxonomy``): red for the suppressing ones.
 CATEGORY_COLORS = {
-    "hard": "#c62828",
-    "policy": "#ef6c00",
+    "invalid_recipient": "#c62828",
+    "bad_domain": "#b71c1c",
+    "inactive_mailbox": "#ad1457",
     "quota": "#f9a825",
+    "policy": "#ef6c00",
+    "spam_block": "#e65100",
+    "spam_content": "#ff8f00",
+    "virus": "#4e342e",
     "content": "#6a1b9a",
+    "routing": "#00838f",
     "protocol": "#283593",
-    "soft": "#00838f",
-    "unknown": "#757575",
+    "relaying": "#1565c0",
+    "expired": "#757575",
+    "transient": "#26a69a",
+    "uncategorised": "#9e9e9e",
 }
 
 
@@ -91,7 +100,7 @@ def categories_chart(report: CampaignReport) -> str:
     ]
     return svg.donut(
         "chart-bounces",
-        "Bounce categories",
+        "Bounce classes",
         "Bounce events by class (invalid_recipient, policy, spam_block, quota, ...).",
         parts,
     )

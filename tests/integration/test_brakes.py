@@ -152,3 +152,32 @@ def test_a_stale_list_pauses_mid_send_on_its_smtp_time_hard_bounces(
     )
     assert counts.get("queued", 0) > 0  # left for a resume
     assert counts["sent"] == delivered and sum(counts.values()) == 60
+
+
+def test_a_dsn_judged_by_its_whole_report_reads_the_same_in_events_report_and_brakes(
+    world: World, tmp_path: Path
+) -> None:
+    """A bare "User unknown" refused after DATA is a filter (not suppressed). Its recorded
+    text carries that judgement, so the report's class and the brake's hard-bounce count,
+    which classify the recorded text again, agree with the bounce run."""
+    world.configure("bounces", bounce_brake_min_attempts=5, bounce_brake_rate=0.2)
+    cid = run_until_retry(world, {LATE: "451 4.3.0 try later"})
+    got = {m.rcpt_tos[0]: m for m in world.received()}
+    after_data = "550 User unknown (in reply to end of DATA command)"
+    for i, person in enumerate(PEOPLE[:3]):
+        imported(world, tmp_path, f"f{i}.eml", dsn(got[person], "5.0.0", after_data))
+    assert world.sql("SELECT COUNT(*) FROM suppressions")[0][0] == 0
+    texts = world.sql("SELECT text FROM events WHERE kind = 'bounced' AND campaign_id = :c", c=cid)
+    assert [t for (t,) in texts] == [
+        f"550 5.0.0 {after_data[4:]} (judged policy by the bounce report)"
+    ] * 3
+    assert campaign(world, cid)[0] == "running"  # 3 of 10 "bounced", none of them hard
+    report = json.loads(cli(world, "campaigns", "report", str(cid), "--json"))
+    assert report["bounce_categories"] == {"policy": 3}
+    assert report["list_health"]["hard_bounces"] == 0
+    # The same words refused at RCPT TO: a bad address, suppressed, and a hard bounce.
+    at_rcpt = "550 User unknown (in reply to RCPT TO command)"
+    imported(world, tmp_path, "r.eml", dsn(got[PEOPLE[3]], "5.0.0", at_rcpt))
+    assert world.sql("SELECT COUNT(*) FROM suppressions")[0][0] == 1
+    report = json.loads(cli(world, "campaigns", "report", str(cid), "--json"))
+    assert report["list_health"]["hard_bounces"] == 1

@@ -64,3 +64,17 @@ def test_curable_causes_named_in_words() -> None:
     assert curable_cause("Your message was rejected: Not enough disk space") == "quota"
     assert curable_cause("The user(s) account is disabled.") == "inactive_mailbox"
     assert curable_cause("550 user unknown") == ""
+
+
+def test_a_recorded_judgement_is_read_back_as_that_class() -> None:
+    from bulkmail.delivery.taxonomy import judged_note
+
+    text = "user unknown" + judged_note(BounceClass.POLICY)
+    assert classify(550, "5.0.0", text) is BounceClass.POLICY
+    assert classify(550, "5.0.0", "user unknown") is BounceClass.INVALID_RECIPIENT
+    # Only at the end, and only a class name: a reply quoting the words changes nothing.
+    quoted = "user unknown (judged uncategorised by the bounce report) really"
+    assert classify(550, "5.0.0", quoted) is BounceClass.INVALID_RECIPIENT
+    assert classify(550, "5.1.1", "x (judged nothing by the bounce report)") is (
+        BounceClass.INVALID_RECIPIENT
+    )
