@@ -62,7 +62,8 @@ def _encode_line(line: bytes) -> bytes:
 class BodyEncoder:
     """Quoted-printable and relaxed-canonical bytes of body texts, reusing lines seen before.
 
-    One per campaign (per :class:`~bulkmail.compose.mime.Composer`): its lines repeat.
+    One per campaign (per :class:`~bulkmail.compose.mime.Composer`): its lines repeat. Used
+    from one thread (the worker's event loop); another thread would only make it slower.
     """
 
     def __init__(self) -> None:
@@ -90,8 +91,11 @@ class BodyEncoder:
                     encoded[index] = known(lines[index]) or self._learn(lines[index])
             except ValueError:  # no more misses
                 pass
-        canonical = map(self._canonical.__getitem__, lines)  # every line is known by now
-        return b"".join(encoded), b"".join(canonical)  # type: ignore[arg-type]
+        qp = b"".join(encoded)  # type: ignore[arg-type]
+        try:  # every line is known by now, unless another thread just cleared the memory
+            return qp, b"".join(map(self._canonical.__getitem__, lines))
+        except KeyError:
+            return qp, canonicalize_lines(qp)
 
     def _learn(self, line: bytes) -> bytes:
         qp = _encode_line(line)
