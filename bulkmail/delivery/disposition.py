@@ -14,6 +14,7 @@ from bulkmail.db.models import BOUNCED, DEFERRED, EXPIRED, FAILED, SENT
 from bulkmail.db.queries import Claimed, Result
 from bulkmail.delivery.classify import Disposition, Reply, classify_reply
 from bulkmail.delivery.retry import next_attempt_at
+from bulkmail.delivery.taxonomy import judged_note
 from bulkmail.delivery.tlspolicy import TlsState
 
 
@@ -34,9 +35,18 @@ def decide(
     policy: RetryPolicy,
     rng: random.Random | None = None,
     tls_state: TlsState | None = None,
+    stage: str | None = None,
 ) -> Result:
-    """The Result of ``item``'s attempt that ended with ``reply`` (over ``tls_state``)."""
-    verdict = classify_reply(reply)
+    """The Result of ``item``'s attempt that ended with ``reply`` (over ``tls_state``).
+
+    ``stage`` is the command the reply answered (``transport.Outcome.stage``): a bare "User
+    unknown" after DATA is a filter's answer, not a bad address (``delivery.taxonomy``), and
+    the recorded text says it was so judged, so every later reading of it agrees."""
+    after_data = stage in ("data", "dot")
+    verdict = classify_reply(reply, False if after_data else None)
+    text = reply.text
+    if after_data and verdict.bounce_class is not classify_reply(reply).bounce_class:
+        text += judged_note(verdict.bounce_class, "as refused after DATA")
     state, next_at, event, suppress = SENT, None, None, False
     if verdict.disposition is Disposition.SENT:
         state, event = SENT, "sent"  # in the event log too: events export, webhooks
@@ -68,7 +78,7 @@ def decide(
         next_attempt_at=next_at,
         code=reply.code,
         enhanced=reply.enhanced,
-        text=reply.text[:1000],
+        text=text[:1000],
         mx_host=mx_host,
         tls=tls,
         event=event,

@@ -362,13 +362,22 @@ class Engine:
         )
         self._record(
             self._decide(
-                row, outcome.reply, outcome.mx_host or session.mx_host, outcome.tls or session.tls
+                row,
+                outcome.reply,
+                outcome.mx_host or session.mx_host,
+                outcome.tls or session.tls,
+                outcome.stage,  # a bare "User unknown" after DATA is a filter's (taxonomy)
             )
         )
         return session if session.alive() else None
 
     def _decide(
-        self, row: Claimed, reply: Reply, mx_host: str | None, tls: TlsState | None
+        self,
+        row: Claimed,
+        reply: Reply,
+        mx_host: str | None,
+        tls: TlsState | None,
+        stage: str | None = None,
     ) -> Result:
         return decide(
             row,
@@ -379,6 +388,7 @@ class Engine:
             policy=self.policy,
             rng=self.rng,
             tls_state=tls,
+            stage=stage,
         )
 
     async def _still_ours(self, row: Claimed) -> bool:

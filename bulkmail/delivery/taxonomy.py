@@ -152,16 +152,18 @@ _TOO_MANY_RCPTS = _words(r"too many recipients")
 _SIZE = _words(r"too (?:big|large)|size limit|exceeds? .{0,30}size|message size|message length")
 
 
-def judged_note(klass: BounceClass) -> str:
-    """What ``bounces`` appends to a recorded reply when the whole report judged it otherwise
-    than its reply alone would be (a bare "User unknown" not refused at RCPT TO, a report
-    naming a full mailbox): the events, the report, the brakes and the soft-bounce count all
-    classify the recorded text again, and must come to the same class."""
-    return f" (judged {klass.value} by the bounce report)"
+def judged_note(klass: BounceClass, why: str = "by the bounce report") -> str:
+    """What is appended to a recorded reply judged otherwise than its text alone would be (by
+    ``bounces``: a bare "User unknown" not refused at RCPT TO, a report naming a full mailbox;
+    at SMTP time: refused after DATA): the events, the report, the brakes and the soft-bounce
+    count all classify the recorded text again, and must come to the same class."""
+    return f" (judged {klass.value} {why})"
 
 
 _NAMES = frozenset(c.value for c in BounceClass)
-_JUDGED = re.compile(r"\(judged ([a-z_]+) by the bounce report\)\s*$", re.IGNORECASE)
+_JUDGED = re.compile(
+    r"\(judged ([a-z_]+) (?:by the bounce report|as refused after data)\)\s*$", re.IGNORECASE
+)
 
 
 def curable_cause(text: str) -> str:

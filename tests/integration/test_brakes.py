@@ -181,3 +181,20 @@ def test_a_dsn_judged_by_its_whole_report_reads_the_same_in_events_report_and_br
     assert world.sql("SELECT COUNT(*) FROM suppressions")[0][0] == 1
     report = json.loads(cli(world, "campaigns", "report", str(cid), "--json"))
     assert report["list_health"]["hard_bounces"] == 1
+
+
+def test_a_bare_user_unknown_after_the_dot_at_smtp_time_is_no_hard_bounce(world: World) -> None:
+    """A filter answering the end of DATA with "550 User unknown" (mobile carriers do, for a
+    blocked sender): bounced, not suppressed, and no stale list for the brake."""
+    world.configure("bounces", bounce_brake_min_attempts=5, bounce_brake_rate=0.2)
+    world.mx("a.test", (10, "127.0.0.2"), script=Script(data_reply="550 User unknown"))
+    world.subscribers(PEOPLE)
+    cid = world.campaign()
+    world.send(cid)
+    assert campaign(world, cid)[0] == "finished"
+    assert world.sql("SELECT COUNT(*) FROM suppressions")[0][0] == 0
+    texts = world.sql("SELECT DISTINCT text FROM events WHERE kind = 'bounced'")
+    assert texts == [("User unknown (judged policy as refused after DATA)",)]
+    report = json.loads(cli(world, "campaigns", "report", str(cid), "--json"))
+    assert report["bounce_categories"] == {"policy": 10}
+    assert report["list_health"]["hard_bounces"] == 0

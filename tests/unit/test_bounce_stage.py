@@ -78,3 +78,33 @@ def test_a_recorded_judgement_is_read_back_as_that_class() -> None:
     assert classify(550, "5.1.1", "x (judged nothing by the bounce report)") is (
         BounceClass.INVALID_RECIPIENT
     )
+
+
+@pytest.mark.parametrize(
+    "stage, suppress, klass",
+    [
+        ("rcpt", True, "invalid_recipient"),
+        (None, True, "invalid_recipient"),
+        ("dot", False, "policy"),
+    ],
+)
+def test_smtp_time_a_bare_user_unknown_after_data_is_a_filter(
+    stage: str | None, suppress: bool, klass: str
+) -> None:
+    from bulkmail.db.queries import Claimed
+    from bulkmail.delivery.classify import Reply, classify_reply
+    from bulkmail.delivery.disposition import RetryPolicy, decide
+
+    row = Claimed(1, 1, 1, "a@b.test", "b.test", 1, 0.0, "", {})
+    got = decide(
+        row,
+        Reply(550, "User unknown"),
+        mx_host="mx",
+        tls=None,
+        now=0.0,
+        policy=RetryPolicy((60.0,), 3600.0),
+        stage=stage,
+    )
+    assert (got.state, got.suppress) == ("bounced", suppress)
+    # What is recorded reads back as the same class (the report, the brakes re-classify it).
+    assert classify_reply(Reply(550, got.text, None)).bounce_class.value == klass
