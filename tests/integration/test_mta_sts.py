@@ -267,3 +267,13 @@ def test_a_per_domain_override_turns_mta_sts_off_or_on_for_that_domain(
     rows = {**send_one(world, "z@a.test"), **send_one(world, "w@b.test")}
     assert rows["z@a.test"].state == "deferred"
     assert rows["w@b.test"].state == "sent"
+
+
+def test_a_verified_certificate_without_a_policy_is_recorded_as_pkix(
+    world: World, sts: HttpsServer, tls_server_context: ContextFactory
+) -> None:
+    world.configure("sender", tls="opportunistic")  # sts put the trustme CA in ca_file
+    world.mx("e.test", (10, MX_IP), starttls_context=tls_server_context(MX_NAME))
+    row = send_one(world, "x@e.test")["x@e.test"]
+    assert (row.state, row.tls_auth, row.tls_authenticated) == ("sent", "pkix", True)
+    assert row.tls == f"{row.tls_version} verified"
