@@ -42,11 +42,12 @@ def decide(
     ``stage`` is the command the reply answered (``transport.Outcome.stage``): a bare "User
     unknown" after DATA is a filter's answer, not a bad address (``delivery.taxonomy``), and
     the recorded text says it was so judged, so every later reading of it agrees."""
-    after_data = stage in ("data", "dot")
-    verdict = classify_reply(reply, False if after_data else None)
+    at_rcpt = {"rcpt": True, "data": False, "dot": False}.get(stage or "")
+    verdict = classify_reply(reply, at_rcpt)
     text = reply.text
-    if after_data and verdict.bounce_class is not classify_reply(reply).bounce_class:
-        text += judged_note(verdict.bounce_class, "as refused after DATA")
+    if at_rcpt is not None and verdict.bounce_class is not classify_reply(reply).bounce_class:
+        why = "as refused at RCPT TO" if at_rcpt else "as refused after DATA"
+        text += judged_note(verdict.bounce_class, why)
     state, next_at, event, suppress = SENT, None, None, False
     if verdict.disposition is Disposition.SENT:
         state, event = SENT, "sent"  # in the event log too: events export, webhooks

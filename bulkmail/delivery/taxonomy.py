@@ -147,6 +147,12 @@ _REFUSED_BY_CHOICE = _words(
 # The bare phrase filters use for a refused sender (the reference's "filtered" after DATA).
 _BARE_USER_UNKNOWN = _words(r"\buser unknown\b|\bunknown user\b|\buser not exist\b")
 _DISK_SPACE = _words(r"not enough (?:disk )?space|no space left")
+# Words that name a missing mailbox and nothing else (not Postfix's generic "Recipient address
+# rejected: ...", which prefixes any restriction).
+_NO_SUCH_USER = _words(
+    r"no such (?:user|mailbox|recipient)|user unknown|unknown user|user not found",
+    r"(?:user|mailbox) (?:does not|doesn't) exist",
+)
 _DNS_RETRY = _words(r"not found,? try again|temporary (?:dns|lookup|name ?server) failure")
 _TOO_MANY_RCPTS = _words(r"too many recipients")
 _SIZE = _words(r"too (?:big|large)|size limit|exceeds? .{0,30}size|message size|message length")
@@ -162,7 +168,8 @@ def judged_note(klass: BounceClass, why: str = "by the bounce report") -> str:
 
 _NAMES = frozenset(c.value for c in BounceClass)
 _JUDGED = re.compile(
-    r"\(judged ([a-z_]+) (?:by the bounce report|as refused after data)\)\s*$", re.IGNORECASE
+    r"\(judged ([a-z_]+) (?:by the bounce report|as refused (?:after data|at rcpt to))\)\s*$",
+    re.IGNORECASE,
 )
 
 
@@ -192,6 +199,11 @@ def classify(
     if judged is not None and judged.group(1) in _NAMES:
         return BounceClass(judged.group(1))
     found = _classify(code, enhanced, text)
+    if found is BounceClass.UNCATEGORISED and refused_at_rcpt and enhanced:
+        # X.3.x ("mail system status") with unknown-user words, answering RCPT TO: the
+        # address check itself refused it ("553 5.3.0 <x>... No such user here").
+        if enhanced.split(".", 1)[1].startswith("3.") and _NO_SUCH_USER.search(text):
+            return BounceClass.INVALID_RECIPIENT
     if found is BounceClass.INVALID_RECIPIENT and refused_at_rcpt is False:
         detail = enhanced.split(".", 1)[1] if enhanced else None
         if detail == "2.1":

@@ -49,8 +49,8 @@ def test_agreement_and_wrong_suppressions_meet_the_targets_and_hold_what_is_reac
     figures: dict[str, float],
 ) -> None:
     # Before issue 13: agreement 82.9%, wrongly suppressed 9.9%; then 94.0% and 6.1%; now
-    # 96.8% and 1.4% (targets: 95%, 2%). Held at what is reached, so they only get better.
-    assert figures["agreement"] >= 0.968
+    # 97.1% and 1.4% (targets: 95%, 2%). Held at what is reached, so they only get better.
+    assert figures["agreement"] >= 0.971
     assert figures["wrongly_suppressed"] <= 0.0141
 
 
@@ -157,6 +157,15 @@ def one(name: str) -> tuple[str, list[tuple[str, str, str, bool]]]:
             "rhost-apple-04.eml",
             "bounce",
             ("pseudo-local-part-of-icloud@icloud.com", "5.1.1", "invalid_recipient", True),
+        ),
+        # "SMTP:RCPT host ...: 553 5.3.0 <x>... No such user here": X.3.x, but the words name
+        # a missing mailbox at RCPT TO: the address check refused it.
+        ("lhost-x3-01.eml", "bounce", ("kijitora@example.com", "5.3.0", "invalid_recipient", True)),
+        # ... but Postfix's "Recipient address rejected: Mailer error" under 5.3.0 is not.
+        (
+            "lhost-dragonfly-13.eml",
+            "bounce",
+            ("mailererror@libsisimai.net", "5.3.0", "uncategorised", False),
         ),
         # x-unix: a local delivery program failed (procmail), not the address check.
         (

@@ -52,9 +52,13 @@ def test_a_bare_rcpt_mention_counts_but_not_sendmails_need_rcpt() -> None:
             BounceClass.INVALID_RECIPIENT,
         ),
         (550, "5.0.0", "user unknown: no such mailbox", False, BounceClass.INVALID_RECIPIENT),
+        # X.3.x says the mail system, not the address, unless RCPT TO refused a missing user.
+        (553, "5.3.0", "<x@y>... no such user here", True, BounceClass.INVALID_RECIPIENT),
+        (553, "5.3.0", "<x@y>... no such user here", None, BounceClass.UNCATEGORISED),
+        (554, "5.3.0", "recipient address rejected: mailer error", True, BounceClass.UNCATEGORISED),
     ],
 )
-def test_bare_user_unknown_suppresses_only_at_rcpt(
+def test_unknown_user_words_depend_on_the_stage(
     code: int, enhanced: str | None, text: str, at_rcpt: bool | None, expected: BounceClass
 ) -> None:
     assert classify(code, enhanced, text, at_rcpt) is expected
@@ -108,3 +112,20 @@ def test_smtp_time_a_bare_user_unknown_after_data_is_a_filter(
     assert (got.state, got.suppress) == ("bounced", suppress)
     # What is recorded reads back as the same class (the report, the brakes re-classify it).
     assert classify_reply(Reply(550, got.text, None)).bounce_class.value == klass
+
+
+def test_smtp_time_no_such_user_under_x_3_0_at_rcpt_is_a_bad_address() -> None:
+    from bulkmail.db.queries import Claimed
+    from bulkmail.delivery.classify import Reply, classify_reply
+    from bulkmail.delivery.disposition import RetryPolicy, decide
+
+    row = Claimed(1, 1, 1, "a@b.test", "b.test", 1, 0.0, "", {})
+    reply = Reply(553, "<a@b.test>... No such user here", "5.3.0")
+    policy = RetryPolicy((60.0,), 3600.0)
+    got = decide(row, reply, mx_host="mx", tls=None, now=0.0, policy=policy, stage="rcpt")
+    assert (got.state, got.suppress) == ("bounced", True)
+    assert got.text.endswith("(judged invalid_recipient as refused at RCPT TO)")
+    again = classify_reply(Reply(553, got.text, "5.3.0")).bounce_class
+    assert again.value == "invalid_recipient"
+    unknown = decide(row, reply, mx_host="mx", tls=None, now=0.0, policy=policy)
+    assert (unknown.suppress, unknown.text) == (False, reply.text)
