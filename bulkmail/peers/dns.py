@@ -200,6 +200,7 @@ def build_reply(zone: Zone, request: DNSRecord, max_size: int | None) -> DNSReco
     if answer is None:
         return None
     reply = request.reply()
+    reply.header.ad = 0  # dnslib echoes the query's AD bit; we validate nothing (RFC 6840 5.8)
     reply.header.rcode = getattr(RCODE, answer.rcode)
     for rr in answer.records:
         reply.add_answer(rr)

@@ -242,6 +242,8 @@ def run_checks(
         )
     )
     results.append(stscheck.check_tls_rpt(lookup, who.from_domain))
+    if settings.sender.dane == "on" or any(lim.dane == "on" for lim in settings.limits.values()):
+        results.append(stscheck.check_dane_resolver(lookup))
     results += asyncio.run(_tls_results(settings, probe, lookup))
     results.append(dnschecks.check_unsubscribe(settings.unsubscribe.url))
     requirements = summarise(results)

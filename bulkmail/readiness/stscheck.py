@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import re
 
+import dns.exception
+import dns.flags
+import dns.resolver
+
 from bulkmail.delivery.mtasts import FetchError, MtaSts
 from bulkmail.delivery.stspolicy import PolicyError, parse_policy, parse_txt
 from bulkmail.readiness.lookup import Lookup, LookupFailed
 from bulkmail.readiness.results import PASS, CheckResult, failed, inconclusive, passed
 
-__all__ = ["check_mta_sts", "check_tls_rpt"]
+__all__ = ["check_dane_resolver", "check_mta_sts", "check_tls_rpt"]
 
 _RUA = re.compile(r"^(mailto:[^@\s,]+@[^\s,]+|https://[^\s,]+)$")
 
@@ -125,3 +129,33 @@ def check_tls_rpt(lookup: Lookup, domain: str) -> CheckResult:
     if not rua or not all(_RUA.match(u) for u in rua):
         return failed("tls-rpt", domain, f"{records[0][:200]!r}: no usable rua", remedy)
     return passed("tls-rpt", domain, f"reports to {', '.join(rua)}")
+
+
+def check_dane_resolver(lookup: Lookup, probe: str = ".") -> CheckResult:
+    """With ``[sender] dane = "on"``: does the [dns] resolver validate DNSSEC? DANE trusts
+    only answers with AD set; a resolver that never sets it makes DANE silently do nothing.
+    ``probe`` is a signed name (the root by default: every validating resolver trusts it)."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = list(lookup.resolver.nameservers)
+    resolver.port = lookup.resolver.port
+    resolver.timeout = resolver.lifetime = lookup.timeout
+    resolver.flags = dns.flags.RD | dns.flags.AD
+    where = f"{', '.join(str(n) for n in resolver.nameservers)} port {resolver.port}"
+    try:
+        answer = resolver.resolve(probe, "DNSKEY", raise_on_no_answer=False)
+    except (dns.exception.DNSException, OSError) as exc:
+        return inconclusive(
+            "dane",
+            "resolver",
+            f"cannot ask {where} for the DNSKEY of {probe!r}: {exc or type(exc).__name__}",
+            "try again; DANE needs a validating resolver in [dns] nameservers",
+        )
+    if answer.response.flags & dns.flags.AD:
+        return passed("dane", "resolver", f"{where} validates DNSSEC (AD set for {probe!r})")
+    return failed(
+        "dane",
+        "resolver",
+        f'[sender] dane = "on" but {where} does not validate DNSSEC (no AD for {probe!r}): '
+        "every TLSA record would be ignored",
+        "[dns] nameservers = a local validating resolver (unbound, BIND, Knot Resolver)",
+    )

@@ -96,3 +96,13 @@ def test_check_command_lists_mta_sts_and_tls_rpt(
     assert "id 7, mode enforce" in rows[f"mta-sts {DOMAIN}"]["detail"]
     assert rows[f"tls-rpt {DOMAIN}"]["status"] == "pass"
     assert result.exit_code == 0, result.output
+
+
+def test_check_with_dane_on_fails_when_the_resolver_does_not_validate(sender: Sender) -> None:
+    result = sender.cli("check", "--json", sender={"dane": "on"})
+    rows = {row["check"]: row for row in json.loads(result.output)}
+    assert rows["dane resolver"]["status"] in ("fail", "inconclusive")
+    assert "validating resolver" in rows["dane resolver"]["remedy"]
+    assert "dane resolver" not in {
+        row["check"] for row in json.loads(sender.cli("check", "--json").output)
+    }

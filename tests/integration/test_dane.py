@@ -14,6 +14,8 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from bulkmail.readiness.lookup import Lookup
+from bulkmail.readiness.stscheck import check_dane_resolver
 from tests.integration.world import World
 from tests.peers.dnssec import Resolver, available
 from tests.tools import require
@@ -175,3 +177,14 @@ def test_dane_on_for_one_domain_only(
     dane.publish(f"3 1 1 {spki_sha256(tls_ca.issue_cert('mx.dane.test'))}")  # does not match
     world.server(MX_IP, starttls_context=leaf_context(leaf))
     assert dane.send("x@dane.test")["x@dane.test"].state == "deferred"
+
+
+def test_check_tells_whether_the_resolver_validates(world: World) -> None:
+    require(available(), "unbound and BIND's dnssec-signzone (Debian: unbound bind9-utils)")
+    with Resolver(world.root, "127.0.0.32") as resolver:
+        resolver.signed("dane.test", ["@ IN MX 10 mx.dane.test."])
+        resolver.start()
+        result = check_dane_resolver(Lookup([resolver.host], resolver.port), "dane.test")
+    assert result.status == "pass" and "validates DNSSEC" in result.detail
+    result = check_dane_resolver(Lookup(["127.0.0.1"], world.dns.port), "news.test")
+    assert result.status == "fail" and "does not validate" in result.detail
