@@ -197,7 +197,7 @@ def bench_naive(world: World, n: int) -> dict[str, float]:
 
 
 # -- (b) bulkmail -----------------------------------------------------------------------------
-def prepare_bulkmail(world: World) -> dict[str, float]:
+def prepare_bulkmail(world: World, profile: bool = False) -> dict[str, float]:
     """Import the list (timed), create one campaign per worker setting."""
     from bulkmail.audience.importer import import_csv
     from bulkmail.audience.lists import create_list
@@ -219,7 +219,7 @@ def prepare_bulkmail(world: World) -> dict[str, float]:
     from bulkmail.db.models import DRAFT
     from bulkmail.delivery.runner import start_campaign
 
-    for workers in (1, 2):
+    for workers in (1, 2, 0) if profile else (1, 2):  # 0: the campaign sent under py-spy
         c = create_campaign(
             db,
             settings,
@@ -231,7 +231,8 @@ def prepare_bulkmail(world: World) -> dict[str, float]:
         )
         t0 = time.perf_counter()
         start_campaign(db, c.id, allow=(DRAFT,))
-        enqueue_s.append(time.perf_counter() - t0)
+        if workers:
+            enqueue_s.append(time.perf_counter() - t0)
         world.campaigns[workers] = c.id
     db.dispose()
     return {
@@ -242,10 +243,49 @@ def prepare_bulkmail(world: World) -> dict[str, float]:
     }
 
 
-def bench_bulkmail(world: World, workers: int) -> dict[str, float]:
+#: Where a worker's time goes: a sample counts for the first step, in this order, with a
+#: pattern in any frame of its stack (the RSA call is inside compose+sign, compose inside the
+#: engine...); a tuple of several strings must all be in one frame.
+PROFILE_STEPS = [
+    ("RSA signature (OpenSSL)", [("_sign (", "signing/dkim.py")]),
+    ("Jinja2 render (sandboxed)", ["jinja2/", "compose/render.py", "compose/environment.py"]),
+    ("body lines: QP + canonical", ["compose/body.py"]),
+    ("headers, tokens, MIME join", ["compose/"]),
+    ("DKIM header, hash, folding", ["signing/"]),
+    ("SMTP transfer (aiosmtplib, transport)", ["aiosmtplib/", "delivery/transport.py"]),
+    ("database (SQLAlchemy, SQLite)", ["sqlalchemy/", "sqlite3/", "bulkmail/db/", "recorder.py"]),
+    ("event loop, engine, leases, the rest", [""]),
+]
+
+
+def _in(pattern: str | tuple[str, ...], frame: str) -> bool:
+    return pattern in frame if isinstance(pattern, str) else all(p in frame for p in pattern)
+
+
+def profile_shares(raw: Path) -> dict[str, float]:
+    """Share of py-spy samples per step of :data:`PROFILE_STEPS` (``-f raw`` output)."""
+    counts = dict.fromkeys((name for name, _ in PROFILE_STEPS), 0)
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not number.isdigit():
+            continue
+        frames = stack.split(";")[::-1]
+        step = next(
+            name
+            for name, patterns in PROFILE_STEPS
+            if any(_in(p, frame) for frame in frames for p in patterns)
+        )
+        counts[step] += int(number)
+    total = sum(counts.values()) or 1
+    return {name: count / total for name, count in counts.items()}
+
+
+def bench_bulkmail(world: World, workers: int, py_spy: Path | None = None) -> dict[str, float]:
     cid = world.campaigns[workers]
+    spy = ["py-spy", "record", "--subprocesses", "-f", "raw", "-o", str(py_spy), "--"]
     r = measured(
         [
+            *(spy if py_spy else []),
             sys.executable,
             "-m",
             "bulkmail",
@@ -253,12 +293,13 @@ def bench_bulkmail(world: World, workers: int) -> dict[str, float]:
             "send",
             str(cid),
             "--workers",
-            str(workers),
+            str(workers or 1),
             "--json",
         ],
         env=world.env(),
     )
-    summary = json.loads(r["out"].strip().splitlines()[-1])
+    lines = r["out"].strip().splitlines()  # py-spy, when used, writes its own lines too
+    summary = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
     if summary["sent"] != world.count:
         raise SystemExit(f"bulkmail sent {summary['sent']} of {world.count}: {summary}")
     return {
@@ -475,6 +516,12 @@ def main() -> None:
         default=100,
         help="verify the DKIM of 1 in N recipients' messages with dkimpy (0: none; default 100)",
     )
+    ap.add_argument(
+        "--py-spy",
+        metavar="FILE",
+        default=None,
+        help="also send once more with 1 worker under py-spy, raw samples to FILE; print shares",
+    )
     args = ap.parse_args()
     ensure_postfix()
     results: dict[str, object] = {
@@ -487,13 +534,16 @@ def main() -> None:
         world.start()
         try:
             results["costs"] = bench_costs(world)
-            results["audience"] = prepare_bulkmail(world)
+            results["audience"] = prepare_bulkmail(world, profile=bool(args.py_spy))
             rows: dict[str, dict[str, float]] = {}
             if not args.bulkmail_only:
                 rows["(a) naive"] = bench_naive(world, min(args.naive_count, args.count))
             rows["(b) bulkmail 1 worker"] = bench_bulkmail(world, 1)
             rows["(b) bulkmail 2 workers"] = bench_bulkmail(world, 2)
             results["compose_sign"] = bench_compose_sign(world)
+            if args.py_spy:  # a third send, 1 worker, sampled (slower: not a row)
+                bench_bulkmail(world, 0, Path(args.py_spy))
+                results["profile"] = profile_shares(Path(args.py_spy))
             if args.verify_share:
                 results["dkim_sample"] = verify_sent_sample(
                     world, world.campaigns[2], args.verify_share
@@ -542,6 +592,10 @@ def main() -> None:
         f"compose + sign, CPU per message (min of repeats): {cs['compose_sign_cpu_ms']:.3f} ms "
         f"(compose alone {cs['compose_cpu_ms']:.3f} ms)"
     )
+    if "profile" in results:
+        print("where a worker's time goes (py-spy samples):")
+        for name, share in results["profile"].items():
+            print(f"  {name:<40}{share:>6.1%}")
     if "dkim_sample" in results:
         v = results["dkim_sample"]
         print(f"DKIM verified by dkimpy: {v['verified']} of {v['of']} sampled ({v['share']})")

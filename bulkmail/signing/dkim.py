@@ -17,6 +17,11 @@ The rules follow dkimpy (the test oracle) and RFC 6376:
 - The header is folded with CRLF + TAB into lines of at most 78 octets; ``b=`` comes last, and
   the hash covers the header exactly as emitted, with the ``b=`` value empty.
 
+Per message only what differs is worked out: the composer brings the body hash (``bh=``,
+from body lines canonicalised once per campaign), and each signer keeps, per set of header
+names, which headers to hash and the folded header with blanks for ``t=`` and ``bh=``, and
+the canonical form of headers that repeat (From, MIME-Version, List-Id...).
+
 Pure: bytes in, header out, no I/O. Messages must use CRLF line ends.
 """
 
