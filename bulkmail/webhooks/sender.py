@@ -32,6 +32,7 @@ from bulkmail.webhooks.signature import EVENT_HEADER, HEADER, sign
 log = logging.getLogger("bulkmail.webhooks")
 
 USER_AGENT = "bulkmail-webhooks/1"
+_SKIPPED = "skipped: endpoint backing off"  # a row left untried in its batch
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -120,40 +121,48 @@ class WebhookSender:
         return self.stats
 
     async def _send_batch(self, client: httpx.AsyncClient, owed: list[outbox.Owed]) -> None:
+        """POST a claimed batch. Once an endpoint fails, the batch's other rows for it are
+        put back untried: a receiver that hangs costs ``concurrency`` timeouts per backoff,
+        not one timeout per owed event."""
         gate = asyncio.Semaphore(self.options.concurrency)
 
         async def one(item: outbox.Owed) -> str | None:
             async with gate:
-                return await self._post(client, item)
+                if self.endpoints.setdefault(item.endpoint, _Endpoint()).down_until > self.clock():
+                    return _SKIPPED
+                error = await self._post(client, item)
+                self._judge(item.endpoint, error)
+                return error
 
         errors = await asyncio.gather(*(one(o) for o in owed))
         now = self.clock()
-        ok, failures = [], []
+        ok, failures, skipped = [], [], []
         for item, error in zip(owed, errors, strict=True):
-            endpoint = self.endpoints.setdefault(item.endpoint, _Endpoint())
             if error is None:
                 ok.append(item.id)
-                endpoint.failures, endpoint.down_until = 0, 0.0
-                continue
-            delay = self._delay(item.attempts + 1)
-            failures.append((item.id, now + delay, error))
-            self.stats.errors[error] = self.stats.errors.get(error, 0) + 1
-        for item, error in zip(owed, errors, strict=True):
-            if error is not None:
-                endpoint = self.endpoints[item.endpoint]
-                if endpoint.down_until <= now:  # once per batch, not once per failed row
-                    endpoint.failures += 1
-                    endpoint.down_until = now + self._delay(endpoint.failures)
-                    log.warning(
-                        "webhook %s: %s; next try in %.0f s",
-                        item.endpoint,
-                        error,
-                        endpoint.down_until - now,
-                    )
+            elif error is _SKIPPED:
+                skipped.append(item.id)
+            else:
+                failures.append((item.id, now + self._delay(item.attempts + 1), error))
+                self.stats.errors[error] = self.stats.errors.get(error, 0) + 1
         await asyncio.to_thread(outbox.delivered, self.db, ok)
         await asyncio.to_thread(outbox.retry_later, self.db, failures)
+        await asyncio.to_thread(outbox.put_back, self.db, skipped, now)
         self.stats.delivered += len(ok)
         self.stats.failed += len(failures)
+
+    def _judge(self, url: str, error: str | None) -> None:
+        """An answer moves its endpoint's backoff: a 2xx ends it, a failure starts or doubles
+        it (once per backoff period: the failures in flight with it do not count again)."""
+        endpoint = self.endpoints[url]
+        if error is None:
+            endpoint.failures, endpoint.down_until = 0, 0.0
+            return
+        now = self.clock()
+        if endpoint.down_until <= now:
+            endpoint.failures += 1
+            endpoint.down_until = now + self._delay(endpoint.failures)
+            log.warning("webhook %s: %s; next try in %.0f s", url, error, endpoint.down_until - now)
 
     def _delay(self, attempts: int) -> float:
         jitter = self.rng.uniform(0.9, 1.1)

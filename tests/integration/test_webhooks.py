@@ -304,3 +304,23 @@ def test_the_running_sender_survives_a_database_error_and_goes_on(
     finally:
         receiver.stop()
     assert len(calls) >= 2 and sorted(receiver.ids()) == sorted(ids)
+
+
+def test_a_hanging_receiver_costs_one_round_of_timeouts_not_one_per_event(
+    world: World, db_url: str
+) -> None:
+    receiver = Receiver(HOOK_SECRET.encode(), delay=3.0).start()
+    try:
+        world.configure("webhooks", urls=[receiver.url])
+        db, ids = _changes(db_url, world, 19)  # 20 events
+        options = SenderOptions(secret=HOOK_SECRET.encode(), timeout=0.3, concurrency=2)
+        sender = WebhookSender(db, options)
+        started = time.monotonic()
+        asyncio.run(sender.run(once=True))
+        took = time.monotonic() - started
+    finally:
+        receiver.stop()
+    assert took < 2.0  # 20 events one after the other would take 20 x 0.3 / 2 = 3 s
+    assert sender.stats.errors == {"timed out": 2}
+    rows = world.sql("SELECT attempts, COUNT(*) FROM outbox GROUP BY attempts ORDER BY attempts")
+    assert [tuple(r) for r in rows] == [(0, 18), (1, 2)]  # nothing lost, 18 not even counted

@@ -3,7 +3,8 @@
 It verifies ``Bulkmail-Signature`` the way the README tells a receiver to (HMAC-SHA256 of
 "<t>.<raw body>", constant-time compare, a 5-minute window), independently of
 ``bulkmail.webhooks.signature``, and remembers what it got. A test chooses its behaviour in
-one line: ``Receiver(secret, fail_first=3)`` answers 500 to the first three POSTs;
+one line: ``Receiver(secret, fail_first=3)`` answers 500 to the first three POSTs,
+``Receiver(secret, delay=5)`` hangs for 5 s before each answer;
 ``receiver.start()`` may come late (the port is reserved meanwhile: connections refused).
 """
 
@@ -34,6 +35,7 @@ def check_signature(secret: bytes, body: bytes, header: str, now: float) -> bool
 class Receiver:
     secret: bytes
     fail_first: int = 0  # answer 500 to this many POSTs first
+    delay: float = 0.0  # seconds to wait before answering (a hanging receiver)
     host: str = "127.0.0.1"
     port: int = field(default_factory=lambda: free_port(("127.0.0.1",)))
     events: list[dict[str, Any]] = field(default_factory=list)  # verified, in arrival order
@@ -56,6 +58,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                time.sleep(receiver.delay)
                 with receiver.lock:
                     receiver.posts += 1
                     failing = receiver.posts <= receiver.fail_first
