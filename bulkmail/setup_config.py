@@ -47,6 +47,8 @@ url = "sqlite:///bulkmail.db"          # or postgresql+psycopg://user@host/db
 helo = "{helo}"{helo_pad}# EHLO name: should equal your sending IP's PTR name
 mode = "mx"                            # "mx" (direct to MX) or "relay" (smart host below)
 tls = "opportunistic"                  # "opportunistic" | "required" | "off"
+mta_sts = "enforce"                    # recipients' MTA-STS: "enforce" | "testing-only" | "off"
+# dane = "on"                          # DANE: needs a validating resolver in [dns]
 return_path_domain = "{return_path}"{rp_pad}# VERP: bounces+TOKEN@this (needs an MX)
 
 # [relay]                              # with mode = "relay"
