@@ -286,6 +286,12 @@ def _line_from(text: str, start: int) -> str:
     return line
 
 
+def failed_addresses(msg: Message, sender: str) -> list[str]:
+    """The failed addresses the notification's own text names (as a text bounce's are)."""
+    failed_header = ", ".join(str(v) for v in msg.get_all("X-Failed-Recipients", []))
+    return _candidates(msg, human_text(msg), failed_header, sender)[:MAX_RECIPIENTS]
+
+
 def _candidates(msg: Message, text: str, failed_header: str, sender: str) -> list[str]:
     """The failed addresses: X-Failed-Recipients first (trusted as it is), then the detectors
     and the known shapes, else any address the report's own text names."""

@@ -214,7 +214,13 @@ def _delivery_status(blocks: list[dict[str, str]], base: Report, source: str) ->
 
 
 def _explained(report: Report, msg: Message) -> Report:
-    """A recipient without a Diagnostic-Code gets the words the notification says about it."""
+    """A recipient without a Diagnostic-Code gets the words the notification says about it;
+    a lone recipient without a usable address ("Final-Recipient: RFC822; @mx.example.org")
+    gets the one failed address the notification's own text names, if it names just one."""
+    if len(report.recipients) == 1 and not report.recipients[0].address:
+        named = heuristics.failed_addresses(msg, report.sender)
+        if len(named) == 1:
+            report = replace(report, recipients=(replace(report.recipients[0], address=named[0]),))
     if all(r.diagnostic for r in report.recipients):
         return report
     human = heuristics.human_text(msg)

@@ -40,7 +40,7 @@ def test_the_corpus_copy_keeps_its_licence_and_every_expected_file() -> None:
 
 
 def test_targets_met_stay_met(figures: dict[str, float]) -> None:
-    assert figures["recipient_found"] >= 0.95
+    assert figures["recipient_found"] >= 0.974  # 96.8% before the lone-recipient fallback
     assert figures["complaints_autoreplies"] >= 0.90
     assert figures["non_bounces_as_bounces"] == 0
 
@@ -167,6 +167,8 @@ def one(name: str) -> tuple[str, list[tuple[str, str, str, bool]]]:
             "bounce",
             ("mailererror@libsisimai.net", "5.3.0", "uncategorised", False),
         ),
+        # "Final-Recipient: RFC822; @mx.example.org": the one address the text names instead.
+        ("lhost-sendmail-15.eml", "bounce", ("kijitora@example.org", "5.1.2", "bad_domain", True)),
         # x-unix: a local delivery program failed (procmail), not the address check.
         (
             "lhost-postfix-01.eml",
