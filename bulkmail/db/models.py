@@ -156,7 +156,8 @@ class Delivery(Base):
     # policy in mode testing that was not met.
     tls_version: Mapped[str | None] = mapped_column(String(16), nullable=True)
     tls_authenticated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
-    tls_auth: Mapped[str | None] = mapped_column(String(10), nullable=True)  # pkix, mta-sts, dane
+    # tls_auth: none | pkix | mta-sts | dane
+    tls_auth: Mapped[str | None] = mapped_column(String(10), nullable=True)
     tls_failure: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
