@@ -126,6 +126,7 @@ def test_sign_up_in_chromium_confirms_only_from_the_confirmation_page(
     world: World, site: Callable[..., str], tmp_path: Path
 ) -> None:
     require(CHROMIUM_OK, "Chromium (Debian package chromium)")
+    world.configure("webhooks", urls=["http://127.0.0.1:9/unused"])
     base = site()
     with tempfile.TemporaryDirectory() as profile:
         browser = Browser(Path(profile))
@@ -169,6 +170,8 @@ def test_sign_up_in_chromium_confirms_only_from_the_confirmation_page(
             browser.close()
     assert members(world) == [("Reader@people.test", "Rea Der", "subscribed")]
     assert world.sql("SELECT kind, source FROM events") == [("subscribed", "signup")]
+    [(kind, payload)] = world.sql("SELECT kind, payload FROM outbox")
+    assert kind == "subscriber.subscribed" and '"email":"Reader@people.test"' in payload
     again = httpx.post(link, timeout=10)  # confirming twice changes nothing more
     assert again.status_code == 200 and members(world) == [
         ("Reader@people.test", "Rea Der", "subscribed")
