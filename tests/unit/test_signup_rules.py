@@ -42,3 +42,20 @@ def test_the_rate_limiter_allows_limit_hits_per_window_per_key() -> None:
     now[0] = 60.0  # the first two hits left the window
     assert limiter.allow("10.0.0.1") and limiter.allow("10.0.0.1")
     assert not limiter.allow("10.0.0.1")
+
+
+def test_a_signup_url_needs_a_from_address_and_http() -> None:
+    import pytest
+
+    from bulkmail.config import parse_settings
+    from bulkmail.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^t.toml: signup.from_address: required"):
+        parse_settings({"signup": {"url": "https://n.example/subscribe"}}, "t.toml")
+    with pytest.raises(ConfigError, match=r"^t.toml: signup.url: not an http\(s\) URL"):
+        parse_settings({"signup": {"url": "n.example/s", "from_address": "a@b.c"}}, "t.toml")
+    ok = parse_settings(
+        {"signup": {"url": "https://n.example/s", "from_address": "N <a@b.c>", "rate_limit": 2}},
+        "t.toml",
+    )
+    assert (ok.signup.rate_limit, ok.signup.confirm_within) == (2, 604800.0)
