@@ -13,6 +13,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from bulkmail.bounces.brakes import describe
 from bulkmail.errors import InputError
 from bulkmail.reports import svg
 from bulkmail.reports.lines import format_time
@@ -121,6 +122,7 @@ def render_html(report: CampaignReport, generated_at: float | None = None) -> st
         generated_at=stamp,
         colors=OUTCOME_COLORS,
         counts=[(k, v) for k, v in report.counts.items() if v],
+        list_health=describe(report.list_health) if report.list_health else "",
         charts={
             "timeline": Markup(timeline_chart(report)),
             "destinations": Markup(destinations_chart(report)),

@@ -369,6 +369,10 @@ def test_html_report_shows_every_figure_and_draws_the_charts(world: World) -> No
     assert page.ids["last-delivery"] == format_seconds(t["last"])
     assert page.ids["finished"] == "17"
     assert page.ids["rate"] == format_rate(t["rate"])
+    html = " ".join(path.read_text(encoding="utf-8").split())
+    assert (
+        '<p class="meta" id="list-health">List health: complaints 0.00% (0 of 12 delivered): ok'
+    ) in html and "hard bounces 17.65% (3 of 17 attempted): AT THE BRAKE" in html
 
     def totals(chart: str) -> dict[str, int]:
         out: dict[str, int] = {}
