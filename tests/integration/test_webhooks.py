@@ -324,3 +324,14 @@ def test_a_hanging_receiver_costs_one_round_of_timeouts_not_one_per_event(
     assert sender.stats.errors == {"timed out": 2}
     rows = world.sql("SELECT attempts, COUNT(*) FROM outbox GROUP BY attempts ORDER BY attempts")
     assert [tuple(r) for r in rows] == [(0, 18), (1, 2)]  # nothing lost, 18 not even counted
+
+
+def test_a_send_by_two_worker_processes_owes_every_event_too(world: World) -> None:
+    world.configure("webhooks", urls=["http://127.0.0.1:9/unused"])
+    world.mx("a.test", (10, "127.0.0.2"))
+    world.subscribers([f"p{i}@a.test" for i in range(40)])
+    cid = world.campaign()
+    result = bulkmail(world, "campaigns", "send", str(cid), "--wait", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    kinds = Counter(r[0] for r in world.sql("SELECT kind FROM outbox"))
+    assert kinds == {"delivery.sent": 40, "campaign.running": 1, "campaign.finished": 1}
