@@ -199,6 +199,13 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class ShapingSettings:
+    """Traffic shaping (``bulkmail.shaping``): an operator rule pack over the shipped one."""
+
+    rules_file: str = ""  # same format as bulkmail/shaping/providers.toml; "" = shipped only
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = DatabaseSettings()
     sender: SenderSettings = SenderSettings()
@@ -215,6 +222,8 @@ class Settings:
     schedule: ScheduleSettings = ScheduleSettings()
     webhooks: WebhookSettings = WebhookSettings()
     signup: SignupSettings = SignupSettings()
+    shaping: ShapingSettings = ShapingSettings()
+    providers: Mapping[str, Any] = field(default_factory=dict)  # inline [providers."name"]
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = "<defaults>"
     base_dir: Path = Path(".")
@@ -275,6 +284,7 @@ _SECTIONS: dict[str, type] = {
     "schedule": ScheduleSettings,
     "webhooks": WebhookSettings,
     "signup": SignupSettings,
+    "shaping": ShapingSettings,
 }
 
 
@@ -406,8 +416,10 @@ def parse_settings(data: Mapping[str, Any], source: str, base_dir: Path = Path("
             kwargs["limits"] = _limits(source, raw)
         elif name == "routes":
             kwargs["routes"] = _routes(source, raw)
+        elif name == "providers":  # checked with the rule pack (bulkmail.shaping.pack)
+            kwargs["providers"] = raw
         else:
-            known = ", ".join([*_SECTIONS, "limits", "routes"])
+            known = ", ".join([*_SECTIONS, "limits", "routes", "providers"])
             raise ConfigError(f"{source}: [{name}]: unknown section (known: {known})")
     settings = Settings(**kwargs)
     # A relative SQLite path in the file is relative to the file's folder, like its other
@@ -417,6 +429,9 @@ def parse_settings(data: Mapping[str, Any], source: str, base_dir: Path = Path("
     url = url or absolute_sqlite_url(settings.database.url, base_dir)
     settings = dataclasses.replace(settings, database=DatabaseSettings(url=url))
     _validate(settings)
+    from bulkmail.shaping.pack import load_pack
+
+    load_pack(settings)  # a bad rules_file or [providers] table is a config error now
     return settings
 
 

@@ -238,3 +238,22 @@ class MtaStsPolicy(Base):
     max_age: Mapped[int] = mapped_column(Integer)
     fetched_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class SiteAction(Base):
+    """An adaptive backoff on a destination site (migration 0008): a suspension or a
+    throttle started by a reply matching a shaping rule, in force until ``until``."""
+
+    __tablename__ = "site_actions"
+    __table_args__ = (Index("ix_site_actions_until", "until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site: Mapped[str] = mapped_column(String(500))
+    rule: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    connections: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reply: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    until: Mapped[float] = mapped_column(Float)

@@ -51,6 +51,9 @@ from bulkmail.delivery.throttle import RateLimiter
 from bulkmail.delivery.transport import Connector, Outcome, Session, TlsState
 from bulkmail.delivery.wiring import make_router, tls_label, transport_settings
 from bulkmail.errors import BulkmailError, RelayError
+from bulkmail.shaping import store as shaping_store
+from bulkmail.shaping.backoff import Action
+from bulkmail.shaping.shaper import Shaper, holds_by_expiry
 
 __all__ = ["Engine", "make_router", "tls_label", "transport_settings"]
 
@@ -118,6 +121,8 @@ class Engine:
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="bulkmail-db")
         self.leases = LeaseKeeper(db, owner, self.lease, self.in_db)
         self.brakes = Watch(from_settings(settings))  # list-health brakes, mid-send
+        self.shaper = Shaper(settings)  # provider sites and limits, adaptive backoff
+        self._held: list[tuple[int, float]] = []  # rows of suspended sites, due when it ends
 
     async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a database call on this engine's one DB thread, off the event loop."""
@@ -133,6 +138,7 @@ class Engine:
             await self._heartbeat()
             await self.leases.reap()
             await self._refresh_campaigns()
+            await self._shape()
             await self._claim_loop(until_idle)
         except BaseException:
             self.stop()  # whatever broke, lanes finish what they are sending and it is recorded
@@ -159,6 +165,7 @@ class Engine:
             await asyncio.wait(set(self._pausing))
         monitor.cancel()
         try:
+            await self._shape(hold_only=True)
             await self._give_everything_back()
         except BulkmailError as exc:
             self.fatal = self.fatal or exc
@@ -216,6 +223,7 @@ class Engine:
                 strict=True,
             )
         )
+        routes = {d: self.shaper.route(r) for d, r in routes.items()}  # provider sites
         back = []
         touched: dict[str, Site] = {}
         for row in rows:
@@ -245,7 +253,7 @@ class Engine:
             limits = (
                 self.settings.limits["default"]
                 if self.relay
-                else self.settings.limits_for(route.domain)
+                else self.shaper.limits_for(route, time.time())
             )
             site = Site(route.site, limits, RateLimiter(limits.rate))
             self.sites[route.site] = site
@@ -326,6 +334,9 @@ class Engine:
         self, site: Site, session: Session | None, row: Claimed, route: Route
     ) -> Session | None:
         """Send one claimed delivery; returns the session to keep using (or None)."""
+        if (until := self.shaper.suspended_until(site.name, time.time())) is not None:
+            self._held.append((row.id, until))  # the site asked us to wait: no retry step
+            return session
         if site.down_until > time.monotonic() and site.down_reply is not None:
             # No new attempt, but a site failure all the same: it counts towards auto-pause.
             self._record(self._decide(row, site.down_reply, None, None))
@@ -346,6 +357,8 @@ class Engine:
         if session is None:
             opened = await self.connector.open(self.resolver.reshuffle(route.hosts))
             if isinstance(opened, Outcome):
+                if self._backoff(site, row, route, opened.reply, opened.mx_host):
+                    return None
                 site.down_until = time.monotonic() + SITE_DOWN_SECONDS
                 site.down_reply = opened.reply
                 self._record(self._decide(row, opened.reply, opened.mx_host, opened.tls))
@@ -360,6 +373,8 @@ class Engine:
         outcome = await session.send(
             message.envelope_from, message.recipient, message.data, smtputf8=message.smtputf8
         )
+        if self._backoff(site, row, route, outcome.reply, outcome.mx_host or session.mx_host):
+            return session if session.alive() else None
         self._record(
             self._decide(
                 row,
@@ -370,6 +385,65 @@ class Engine:
             )
         )
         return session if session.alive() else None
+
+    def _backoff(
+        self, site: Site, row: Claimed, route: Route, reply: Reply, mx_host: str | None
+    ) -> bool:
+        """A reply matching a shaping rule (``bulkmail.shaping``) starts its action on the
+        site; the row is not charged a retry step: held until a suspension ends, or queued
+        again under a throttle. False: no rule matched, record the reply as usual."""
+        now = time.time()
+        action, new = self.shaper.observe(site.name, reply, now)
+        if action is None or (action.kind == "throttle" and not new):
+            return False  # a throttle already in force: this reply is an ordinary deferral
+        if new:
+            log.warning(
+                "site %s: rule %s: %s until %s",
+                site.name,
+                action.rule,
+                action.kind,
+                time.strftime("%H:%M:%S", time.gmtime(action.until)),
+            )
+            self._spawn(self._note_backoff(action, reply, row, mx_host, now))
+        self.shaper.retune(site, now)
+        if action.kind == "suspend":
+            self._held.append((row.id, action.until))
+        else:
+            site.queue.put_nowait((row, route))
+        return True
+
+    async def _note_backoff(
+        self, action: Action, reply: Reply, row: Claimed, mx_host: str | None, now: float
+    ) -> None:
+        try:
+            await self.in_db(
+                lambda: shaping_store.record(
+                    self.db,
+                    action,
+                    reply,
+                    owner=self.owner,
+                    now=now,
+                    campaign_id=row.campaign_id,
+                    delivery_id=row.id,
+                    mx_host=mx_host,
+                )
+            )
+        except BulkmailError as exc:  # it still holds here; the fleet learns at the next one
+            log.warning("could not record a backoff (%s)", exc)
+
+    async def _shape(self, hold_only: bool = False) -> None:
+        """Rows of suspended sites go back due when the suspension ends; the fleet's
+        backoffs are read and every site's limits follow them."""
+        held, self._held = self._held, []
+        for until, ids in holds_by_expiry(held).items():
+            await self.in_db(shaping_store.hold, self.db, self.owner, ids, until, time.time())
+            self._drop(ids)
+        if hold_only:
+            return
+        now = time.time()
+        self.shaper.adopt(await self.in_db(shaping_store.in_force, self.db, now), now)
+        for site in self.sites.values():
+            self.shaper.retune(site, now)
 
     def _decide(
         self,
@@ -472,6 +546,7 @@ class Engine:
         if self._give_back:
             ids, self._give_back = self._give_back, []
             await self._release(ids)
+        await self._shape()
         if now - self._last_renew >= min(self.lease, self.site_lease) / 3:
             self._last_renew = now
             await self._renew(now)

@@ -59,7 +59,7 @@ class Site:
         in_use = self.slots - set(self.free)
         self.slots = held
         self.free = sorted(held - in_use)
-        share = len(held) / self.limits.connections
+        share = min(1.0, len(held) / self.limits.connections)  # more held than a throttle allows
         if self.limits.rate and share and abs(self.limiter.rate - self.limits.rate * share) > 1e-9:
             self.limiter.retune(self.limits.rate * share)
 

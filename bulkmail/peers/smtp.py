@@ -57,6 +57,9 @@ class Script:
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # lowercase address -> reply
     greylist: bool = False  # first RCPT of each address: 451 4.7.1; later ones accepted
     data_reply: str | None = None  # reply to the final dot instead of 250
+    # The n-th message (from 1, counted over all sessions) answered so at the dot instead:
+    # {6: "421 4.7.28 slow down"} accepts five, throttles the sixth, accepts the rest.
+    nth_data_replies: dict[int, str] = field(default_factory=dict)
     drop_during_data: bool = False  # hang up after the message, before replying to the dot
     mail_reply: str | None = None  # reply to MAIL FROM
     greeting_reply: str | None = None  # e.g. "554 5.7.1 go away" (then the server hangs up)
@@ -185,9 +188,13 @@ class _Hooks:
             self.peer.dropped.append(received)
             server.abort()
             await asyncio.Future()  # cancelled by connection_lost: no reply is ever sent
-        reply = script.data_reply or "250 2.0.0 OK: queued"
+        self.peer.data_total += 1
+        nth = script.nth_data_replies.get(self.peer.data_total)
+        reply = nth or script.data_reply or "250 2.0.0 OK: queued"
         if reply.startswith("2"):
             self.peer._accept(received)  # queued at the dot, as a real MTA does, even if slow
+        else:
+            self.peer.refused.append(received)
         if script.delay > 0:
             await asyncio.sleep(script.delay)
         return reply
@@ -254,6 +261,8 @@ class SmtpServer(Peer):
         self.messages: list[Received] = []
         self.dropped: list[Received] = []  # received, then the connection was dropped (script)
         self.commands: list[tuple[str, bool]] = []  # ("MAIL" | "DATA", over TLS) as they came
+        self.refused: list[Received] = []  # answered with a non-2xx at the dot (script)
+        self.data_total = 0  # messages that reached the final dot
         self.sessions_total = 0
         self.sessions_now = 0
         self.max_concurrent_sessions = 0
