@@ -16,7 +16,7 @@ from bulkmail.db.models import CAMPAIGN_CANCELLED, CANCELLED, DEFERRED, QUEUED, 
 from bulkmail.delivery.classify import Reply
 from bulkmail.shaping.backoff import Action
 
-__all__ = ["hold", "in_force", "record", "recent"]
+__all__ = ["described", "hold", "in_force", "record"]
 
 EVENT_KIND = "backoff"
 
@@ -102,13 +102,14 @@ def in_force(db: Database, now: float) -> list[Action]:
     return _actions(rows)
 
 
-def recent(db: Database, since: float) -> list[tuple[Action, str, float]]:
-    """Actions that started after ``since`` (expired ones too): (action, reply, started)."""
+def described(db: Database, now: float) -> list[tuple[Action, str, float]]:
+    """The unexpired actions with the reply that started each and when: (action, reply,
+    started), for ``shaping explain`` and ``status``."""
     with db.session() as s:
         rows = s.execute(
             text(f"""SELECT {_COLUMNS}, reply, created_at FROM site_actions
-                     WHERE created_at >= :since ORDER BY id"""),
-            {"since": since},
+                     WHERE until > :now ORDER BY site, id"""),
+            {"now": now},
         ).all()
     return [(a, str(r[6] or ""), float(r[7])) for a, r in zip(_actions(rows), rows, strict=True)]
 

@@ -9,8 +9,12 @@ and ordering, never as "within N seconds"."""
 
 from __future__ import annotations
 
+import json
 import time
 
+from click.testing import CliRunner
+
+from bulkmail.cli.main import cli as main_cli
 from bulkmail.delivery.classify import Reply
 from bulkmail.peers.smtp import Received, Script, SmtpServer
 from bulkmail.shaping import store
@@ -133,3 +137,60 @@ def test_domains_of_one_provider_share_its_site(world: World) -> None:
     world.send(cid, wait=True)
     assert len(peer.messages) == 20
     assert peer.max_concurrent_sessions == 1  # one site, [providers.google] connections = 1
+
+
+def cli(world: World, *args: str) -> str:
+    out = CliRunner().invoke(main_cli, ["--config", str(world.config_path()), *args])
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def test_shaping_explain_shows_the_provider_site_limits_sources_and_backoffs(world: World) -> None:
+    google_domain(world, Script())  # gm.test -> aspmx.l.google.com, [providers.google] 1 conn
+    world.subscribers(["a@gm.test"])  # the database is initialised
+    data = json.loads(cli(world, "shaping", "explain", "GM.test.", "--json"))
+    assert (data["site"], data["provider"]) == ("provider:google", "google")
+    assert [m["host"] for m in data["mx"]] == [GOOGLE_MX]
+    assert data["mx"][0]["addresses"] == ["127.0.0.5"]
+    limits = data["limits"]
+    assert limits["connections"]["value"] == 1
+    assert 'bulkmail.toml [providers."google"]' in limits["connections"]["set_by"]
+    assert limits["messages_per_connection"]["value"] == 50
+    assert "bulkmail/shaping/providers.toml" in limits["messages_per_connection"]["set_by"]
+    assert "[limits.default]" in limits["rate"]["set_by"]
+    assert data["backoffs"] == [] and data["now"]["suspended_until"] is None
+    assert "no site is suspended or throttled" in cli(world, "shaping", "status")
+
+    now = time.time()
+    db = world.db()
+    reply = Reply(421, "unusual rate \x1b[31m", "4.7.28")
+    store.record(
+        db, Action("provider:google", "r-4.7.28", "suspend", now + 600), reply, owner="w", now=now
+    )
+    store.record(
+        db, Action("mx.other.test", "gone", "suspend", now - 1), reply, owner="w", now=now - 9
+    )
+    db.dispose()
+    data = json.loads(cli(world, "shaping", "explain", "gm.test", "--json"))
+    (backoff,) = data["backoffs"]
+    assert backoff["rule"] == "r-4.7.28" and backoff["action"] == "suspend"
+    assert data["now"]["suspended_until"] == backoff["until"]
+    assert 590 <= backoff["seconds_left"] <= 600
+    text = cli(world, "shaping", "explain", "gm.test")
+    assert "site: provider:google (provider google)" in text
+    assert "suspended until" in text and "rule r-4.7.28" in text and "\x1b" not in text
+    status = json.loads(cli(world, "shaping", "status", "--json"))["backoffs"]
+    assert [b["site"] for b in status] == ["provider:google"]  # the expired one is not listed
+    assert "provider:google: suspend until" in cli(world, "shaping", "status")
+
+
+def test_an_unknown_provider_in_a_backoff_rule_is_a_one_line_error(world: World) -> None:
+    rules(
+        world,
+        '[[backoff]]\nname = "x"\nprovider = "nobody"\ncode = 421\n'
+        'action = "suspend"\nduration = "1m"\n',
+    )
+    out = CliRunner().invoke(main_cli, ["--config", str(world.config_path()), "shaping", "status"])
+    assert out.exit_code != 0
+    assert "rules.toml: backoff 'x': unknown provider" in out.output
+    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
