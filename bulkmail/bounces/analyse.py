@@ -140,6 +140,31 @@ def analyse(data: bytes, file: str = "") -> Analysis:
     report = parse_report(data)
     kind = report.kind if report.kind in PARSE_KINDS else "unknown"
     judged = tuple(judge(report, r) for r in report.recipients)
+    notes = report.notes
     if kind == AUTOREPLY:  # the one who replied: never a failure
         judged = (Judgement(report.sender, "", "", None, "", "autoreply", False, False),)
-    return Analysis(file, kind, judged, report.notes, report.error)
+    elif kind == BOUNCE:
+        notes += tuple(
+            _why_judged(report, r, j)
+            for r, j in zip(report.recipients, judged, strict=True)
+            if j.bounced and _reread(r) != j.category
+        )
+    return Analysis(file, kind, judged, notes, report.error)
+
+
+def _reread(rcpt: Recipient) -> str:
+    """The class the reply alone gives (what SMTP time would say of the same words)."""
+    return classify_reply(reply_from_dsn(rcpt.status, rcpt.diagnostic or None)).bounce_class.value
+
+
+def _why_judged(report: Report, rcpt: Recipient, j: Judgement) -> str:
+    """Why the whole report changed the class its reply alone gives (for a person asking)."""
+    if report.text_cause and j.category == report.text_cause:
+        why = f"the report's own words name {j.category.replace('_', ' ')}"
+    elif rcpt.diagnostic.lower().startswith("x-unix;"):
+        why = "a local delivery program failed (x-unix)"
+    elif report.refused_at_rcpt:
+        why = "refused at RCPT TO"
+    else:
+        why = "not shown refused at RCPT TO (a filter's answer after DATA)"
+    return f"{rcpt.address or 'recipient'}: {_reread(rcpt)} read as {j.category}: {why}"

@@ -223,3 +223,31 @@ def test_deliberate_difference_a_relayed_bare_user_unknown_is_a_filter() -> None
     proven refusal comes."""
     _kind, recipients = one("rhost-gsuite-09.eml")
     assert recipients[0][2:] == ("policy", False)
+
+
+@pytest.mark.parametrize(
+    "name, note",
+    [
+        (
+            "lhost-mailru-07.eml",
+            "otsu-sakaba-hunter-neko-nyaaaaaaan@ezweb.ne.jp: invalid_recipient read as policy: "
+            "not shown refused at RCPT TO (a filter's answer after DATA)",
+        ),
+        (
+            "rfc3464-01.eml",
+            "userunknown@bouncehammer.jp: invalid_recipient read as quota: the report's own "
+            "words name quota",
+        ),
+        (
+            "lhost-x3-01.eml",
+            "kijitora@example.com: uncategorised read as invalid_recipient: refused at RCPT TO",
+        ),
+    ],
+)
+def test_parse_says_why_the_report_changed_what_its_reply_alone_says(name: str, note: str) -> None:
+    assert note in analyse((CORPUS / "mail" / name).read_bytes(), name).notes
+
+
+def test_parse_adds_no_note_when_the_reply_alone_decides() -> None:
+    notes = analyse((CORPUS / "mail" / "lhost-postfix-02.eml").read_bytes()).notes
+    assert not any(" read as " in n for n in notes)
