@@ -182,6 +182,7 @@ class WebhookSettings:
     events: tuple[str, ...] = ()  # types to send ("delivery.sent", "campaign.*"); empty: all
     timeout: float = 10.0  # seconds for one POST
     concurrency: int = 8  # POSTs in flight at once
+    events_per_post: int = 1  # more than 1: each POST carries a JSON array of up to this many
     retry_initial: float = 10.0  # seconds before the first retry, doubled after each failure
     retry_max: float = 3600.0  # ... up to this; an event is retried until delivered
 
@@ -367,8 +368,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{s.source}: signup.url: not an http(s) URL: {s.signup.url!r}")
     if s.signup.url and not s.signup.from_address:
         raise ConfigError(f"{s.source}: signup.from_address: required when signup.url is set")
-    if s.webhooks.concurrency < 1 or s.webhooks.timeout <= 0:
-        raise ConfigError(f"{s.source}: webhooks: concurrency and timeout must be more than 0")
+    if s.webhooks.concurrency < 1 or s.webhooks.timeout <= 0 or s.webhooks.events_per_post < 1:
+        raise ConfigError(
+            f"{s.source}: webhooks: concurrency, timeout and events_per_post must be more than 0"
+        )
     for domain, lim in s.limits.items():
         if lim.connections < 1:
             raise ConfigError(f"{s.source}: limits.{domain}.connections: must be at least 1")

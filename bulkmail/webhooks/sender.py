@@ -55,7 +55,8 @@ class SenderOptions:
     concurrency: int = 8
     retry_initial: float = 10.0
     retry_max: float = 3600.0
-    batch: int = 200
+    per_post: int = 1  # events per POST; more than 1: a JSON array
+    batch: int = 200  # rows per claim (at least per_post x concurrency)
     lease: float = 120.0  # a claimed row's lease: a crashed sender's rows are due after it
     poll: float = 1.0  # seconds between looks at an empty outbox
 
@@ -121,30 +122,41 @@ class WebhookSender:
         return self.stats
 
     async def _send_batch(self, client: httpx.AsyncClient, owed: list[outbox.Owed]) -> None:
-        """POST a claimed batch. Once an endpoint fails, the batch's other rows for it are
-        put back untried: a receiver that hangs costs ``concurrency`` timeouts per backoff,
-        not one timeout per owed event."""
+        """POST a claimed batch, ``per_post`` events of one endpoint per request. Once an
+        endpoint fails, the batch's other rows for it are put back untried: a receiver that
+        hangs costs ``concurrency`` timeouts per backoff, not one timeout per owed event."""
         gate = asyncio.Semaphore(self.options.concurrency)
+        per_post = self.options.per_post
+        by_endpoint: dict[str, list[outbox.Owed]] = {}
+        for item in owed:
+            by_endpoint.setdefault(item.endpoint, []).append(item)
+        posts = [
+            rows[i : i + per_post]
+            for rows in by_endpoint.values()
+            for i in range(0, len(rows), per_post)
+        ]
 
-        async def one(item: outbox.Owed) -> str | None:
+        async def one(post: list[outbox.Owed]) -> str | None:
+            url = post[0].endpoint
             async with gate:
-                if self.endpoints.setdefault(item.endpoint, _Endpoint()).down_until > self.clock():
+                if self.endpoints.setdefault(url, _Endpoint()).down_until > self.clock():
                     return _SKIPPED
-                error = await self._post(client, item)
-                self._judge(item.endpoint, error)
+                error = await self._post(client, post)
+                self._judge(url, error)
                 return error
 
-        errors = await asyncio.gather(*(one(o) for o in owed))
+        errors = await asyncio.gather(*(one(p) for p in posts))
         now = self.clock()
         ok, failures, skipped = [], [], []
-        for item, error in zip(owed, errors, strict=True):
-            if error is None:
-                ok.append(item.id)
-            elif error is _SKIPPED:
-                skipped.append(item.id)
-            else:
-                failures.append((item.id, now + self._delay(item.attempts + 1), error))
-                self.stats.errors[error] = self.stats.errors.get(error, 0) + 1
+        for post, error in zip(posts, errors, strict=True):
+            for item in post:
+                if error is None:
+                    ok.append(item.id)
+                elif error is _SKIPPED:
+                    skipped.append(item.id)
+                else:
+                    failures.append((item.id, now + self._delay(item.attempts + 1), error))
+                    self.stats.errors[error] = self.stats.errors.get(error, 0) + 1
         await asyncio.to_thread(outbox.delivered, self.db, ok)
         await asyncio.to_thread(outbox.retry_later, self.db, failures)
         await asyncio.to_thread(outbox.put_back, self.db, skipped, now)
@@ -168,17 +180,18 @@ class WebhookSender:
         jitter = self.rng.uniform(0.9, 1.1)
         return retry_delay(attempts, self.options.retry_initial, self.options.retry_max, jitter)
 
-    async def _post(self, client: httpx.AsyncClient, item: outbox.Owed) -> str | None:
-        """None when the endpoint took the event (2xx), else what went wrong, in a few words."""
-        body = item.payload.encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            EVENT_HEADER: item.event_id,
-            HEADER: sign(self.options.secret, body, int(self.clock())),
-        }
+    async def _post(self, client: httpx.AsyncClient, post: list[outbox.Owed]) -> str | None:
+        """None when the endpoint took the events (2xx), else what went wrong, in a few words.
+        One event is one JSON object; with ``per_post`` > 1, a JSON array of them."""
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        if self.options.per_post == 1:
+            body = post[0].payload.encode()
+            headers[EVENT_HEADER] = post[0].event_id
+        else:
+            body = ("[" + ",".join(item.payload for item in post) + "]").encode()
+        headers[HEADER] = sign(self.options.secret, body, int(self.clock()))
         try:
-            response = await client.post(item.endpoint, content=body, headers=headers)
+            response = await client.post(post[0].endpoint, content=body, headers=headers)
         except httpx.TimeoutException:
             return "timed out"
         except httpx.HTTPError as exc:
@@ -196,6 +209,8 @@ def options_from(settings: object, secret: bytes) -> SenderOptions:
         concurrency=hooks.concurrency,
         retry_initial=hooks.retry_initial,
         retry_max=hooks.retry_max,
+        per_post=hooks.events_per_post,
+        batch=max(200, hooks.events_per_post * hooks.concurrency),
     )
 
 

@@ -335,3 +335,19 @@ def test_a_send_by_two_worker_processes_owes_every_event_too(world: World) -> No
     assert result.exit_code == 0, result.output
     kinds = Counter(r[0] for r in world.sql("SELECT kind FROM outbox"))
     assert kinds == {"delivery.sent": 40, "campaign.running": 1, "campaign.finished": 1}
+
+
+def test_events_per_post_sends_signed_json_arrays(world: World, db_url: str) -> None:
+    from bulkmail.webhooks.sender import options_from
+
+    receiver = Receiver(HOOK_SECRET.encode()).start()
+    try:
+        world.configure("webhooks", urls=[receiver.url], events_per_post=20)
+        db, ids = _changes(db_url, world, 49)  # 50 events
+        options = options_from(world.settings(), HOOK_SECRET.encode())
+        asyncio.run(WebhookSender(db, options).run(once=True))
+    finally:
+        receiver.stop()
+    assert receiver.posts == 3 and receiver.rejected == 0  # 20 + 20 + 10, each verified
+    assert sorted(receiver.ids()) == sorted(ids) and len(receiver.events) == 50
+    assert world.sql("SELECT COUNT(*) FROM outbox")[0][0] == 0

@@ -68,8 +68,11 @@ class Receiver:
                         receiver.rejected += 1
                     elif not failing:
                         event = json.loads(body)
-                        assert event["id"] == self.headers["Bulkmail-Event-Id"]
-                        receiver.events.append(event)
+                        if isinstance(event, list):  # [webhooks] events_per_post > 1
+                            receiver.events.extend(event)
+                        else:
+                            assert event["id"] == self.headers["Bulkmail-Event-Id"]
+                            receiver.events.append(event)
                 status = 400 if not ok else 500 if failing else 204
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
