@@ -19,7 +19,7 @@ from bulkmail.delivery.wiring import make_router
 from bulkmail.shaping import store
 from bulkmail.shaping.backoff import Action, limits_under, suspended_until
 from bulkmail.shaping.pack import effective_limits, load_pack, provider_tls
-from bulkmail.shaping.shaper import provider_site
+from bulkmail.shaping.shaper import own_limits, provider_site
 
 __all__ = ["explain", "status", "utc"]
 
@@ -48,6 +48,8 @@ def explain(settings: Settings, db: Database, domain: str, now: float | None = N
     pack = load_pack(settings)
     route = asyncio.run(make_router(settings, db).route(domain))  # type: ignore[union-attr]
     rolled, provider = provider_site(route, pack)
+    if provider is not None and own_limits(settings, route.domain):
+        rolled = route  # its own [limits."domain"] keeps it on its MX-set site (shaper.py)
     limits, origin = effective_limits(settings, rolled.domain, provider)
     tls = provider_tls(provider)
     if settings.sender.mode == "relay":

@@ -25,9 +25,14 @@ from bulkmail.shaping.backoff import (
 )
 from bulkmail.shaping.pack import Pack, Provider, effective_limits, load_pack
 
-__all__ = ["PROVIDER_PREFIX", "Shaper", "provider_site"]
+__all__ = ["PROVIDER_PREFIX", "Shaper", "own_limits", "provider_site"]
 
 PROVIDER_PREFIX = "provider:"
+
+
+def own_limits(settings: Settings, domain: str) -> bool:
+    """True when the config has a ``[limits."domain"]`` table for ``domain``."""
+    return domain.lower() != "default" and domain.lower() in settings.limits
 
 
 def provider_site(route: Route, pack: Pack) -> tuple[Route, Provider | None]:
@@ -56,7 +61,13 @@ class Shaper:
         self.mine: list[Action] = []  # started here, maybe not yet read back
 
     def route(self, route: Route) -> Route:
+        """The provider's site for a provider-hosted domain. A domain with its own
+        ``[limits."domain"]`` keeps its MX-set site, so its override applies to it alone and
+        no other domain's limits depend on which was seen first (its provider's backoff
+        rules still apply there)."""
         rolled, provider = provider_site(route, self.pack)
+        if provider is not None and own_limits(self.settings, route.domain):
+            rolled = route
         self.providers.setdefault(rolled.site, provider)
         return rolled
 

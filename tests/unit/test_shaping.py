@@ -225,3 +225,15 @@ def test_the_same_rule_is_not_started_twice_while_in_force() -> None:
     assert later is not None and new_later and later.until > first.until
     shaper.adopt([], first.until + 2)
     assert shaper.suspended_until(rolled.site, first.until + 2) == later.until
+
+
+def test_a_domain_with_its_own_limits_keeps_its_mx_site_and_its_providers_rules() -> None:
+    settings = parse_settings({"limits": {"gmail.com": {"connections": 2}}}, "cfg.toml")
+    shaper = Shaper(settings)
+    own = shaper.route(route("gmail.com", "gmail-smtp-in.l.google.com"))
+    shared = shaper.route(route("work.test", "aspmx.l.google.com"))
+    assert own.site == "gmail-smtp-in.l.google.com" and shared.site == "provider:google"
+    assert shaper.limits_for(own, 0.0).connections == 2
+    assert shaper.limits_for(shared, 0.0).connections == 5
+    action, new = shaper.observe(own.site, Reply(421, "unusual rate", "4.7.28"), 0.0)
+    assert action is not None and new and action.rule == "google-4.7.28-rate-limited"
