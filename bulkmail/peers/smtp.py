@@ -63,6 +63,7 @@ class Script:
     drop_during_data: bool = False  # hang up after the message, before replying to the dot
     mail_reply: str | None = None  # reply to MAIL FROM
     greeting_reply: str | None = None  # e.g. "554 5.7.1 go away" (then the server hangs up)
+    nth_greeting_replies: dict[int, str] = field(default_factory=dict)  # by session, from 1
     delay: float = 0.0  # seconds to wait before replying to the final dot
     smtputf8: bool = True  # advertise SMTPUTF8
 
@@ -92,6 +93,7 @@ class _ScriptedSMTP(SMTP):
         self.implicit_tls = False
         self._greeted = False
         self._counted_closed = False
+        self.number = 0  # this session's number on the server, from 1
 
     def _create_session(self) -> Session:
         return _Session(self.loop)
@@ -114,7 +116,8 @@ class _ScriptedSMTP(SMTP):
         if self._greeted:
             return await super().push(status)
         self._greeted = True
-        reply = self.peer.script.greeting_reply
+        script = self.peer.script
+        reply = script.nth_greeting_replies.get(self.number) or script.greeting_reply
         await super().push(status if reply is None else reply)
         if reply is not None and not reply.startswith("2") and self.transport is not None:
             self.transport.close()  # after flushing the reply; connection_lost ends the session
@@ -373,6 +376,7 @@ class SmtpServer(Peer):
         with self._changed:
             self._live.add(session)
             self.sessions_total += 1
+            session.number = self.sessions_total
             self.sessions_now += 1
             self.max_concurrent_sessions = max(self.max_concurrent_sessions, self.sessions_now)
 

@@ -194,3 +194,31 @@ def test_an_unknown_provider_in_a_backoff_rule_is_a_one_line_error(world: World)
     assert out.exit_code != 0
     assert "rules.toml: backoff 'x': unknown provider" in out.output
     assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
+
+
+def test_too_many_connections_at_the_greeting_throttles_any_site(world: World) -> None:
+    rules(
+        world,
+        """[[backoff]]
+name = "generic-too-many"
+code = 421
+text = 'too many connections'
+action = "throttle"
+connections = 1
+rate = "20/s"
+duration = "3s"
+""",
+    )
+    world.configure("limits.default", connections=4)
+    busy = "421 4.7.0 Too many connections from your IP, slow down"
+    world.mx("busy.test", (10, "127.0.0.6"), script=Script(nth_greeting_replies={2: busy}))
+    world.subscribers([f"u{i}@busy.test" for i in range(12)])
+    cid = world.campaign()
+    world.send(cid, wait=True)
+    assert len(world.servers["127.0.0.6"].messages) == 12
+    states = world.states(cid)
+    assert {d.attempts for d in states.values()} == {1}  # the refused connection cost no step
+    kinds = [k for (k,) in world.sql("SELECT kind FROM events WHERE campaign_id = :c", c=cid)]
+    assert kinds.count("backoff") == 1 and "deferred" not in kinds
+    rows = world.sql("SELECT site, rule, kind, connections, rate FROM site_actions")
+    assert rows == [("mx-127-0-0-6.news.test", "generic-too-many", "throttle", 1, 20.0)]
