@@ -57,7 +57,8 @@ def explain(settings: Settings, db: Database, domain: str, now: float | None = N
             settings.limits["default"],
             {k: f"{settings.source} [limits.default] (relay mode: one site)" for k in origin},
         )
-        tls = ""
+        tls = settings.relay.security
+        origin["tls"] = f"{settings.source} [relay] security"
     found = [a for a in store.described(db, now) if a[0].site == rolled.site]
     actions = [a for a, _, _ in found]
     now_limits = limits_under(limits, actions, rolled.site, now)
@@ -80,7 +81,7 @@ def explain(settings: Settings, db: Database, domain: str, now: float | None = N
             "rate": {"value": limits.rate, "set_by": origin["rate"]},
             "tls": {
                 "value": tls or settings.sender.tls,
-                "set_by": origin["tls"] if tls else f"{settings.source} [sender] tls",
+                "set_by": origin["tls"],
             },
         },
         "now": {

@@ -237,7 +237,8 @@ def effective_limits(
     own = settings.limits.get(domain.lower())
     if own is not None and domain.lower() != "default":
         where = f'{settings.source} [limits."{domain.lower()}"] (over [limits.default])'
-        return own, dict.fromkeys(keys, where) | {"tls": f"{settings.source} [sender] tls"}
+        tls = provider.origin["tls"] if provider and "tls" in provider.values else None
+        return own, dict.fromkeys(keys, where) | {"tls": tls or f"{settings.source} [sender] tls"}
     origin = dict.fromkeys(keys, f"{settings.source} [limits.default]")
     origin["tls"] = f"{settings.source} [sender] tls"
     if provider is None:

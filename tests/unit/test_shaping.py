@@ -237,3 +237,12 @@ def test_a_domain_with_its_own_limits_keeps_its_mx_site_and_its_providers_rules(
     assert shaper.limits_for(shared, 0.0).connections == 5
     action, new = shaper.observe(own.site, Reply(421, "unusual rate", "4.7.28"), 0.0)
     assert action is not None and new and action.rule == "google-4.7.28-rate-limited"
+
+
+def test_a_providers_tls_rule_is_named_as_its_source_even_under_a_domain_override() -> None:
+    settings = parse_settings({"limits": {"comcast.net": {"connections": 3}}}, "cfg.toml")
+    comcast = shipped_pack().providers["comcast"]
+    _, origin = effective_limits(settings, "comcast.net", comcast)
+    assert "providers.toml" in origin["tls"] and 'limits."comcast.net"' in origin["connections"]
+    _, plain = effective_limits(settings, "x.test", shipped_pack().providers["google"])
+    assert plain["tls"] == "cfg.toml [sender] tls"
