@@ -225,6 +225,7 @@ class Settings:
     signup: SignupSettings = SignupSettings()
     shaping: ShapingSettings = ShapingSettings()
     providers: Mapping[str, Any] = field(default_factory=dict)  # inline [providers."name"]
+    limits_set: Mapping[str, frozenset[str]] = field(default_factory=dict)
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = "<defaults>"
     base_dir: Path = Path(".")
@@ -417,6 +418,9 @@ def parse_settings(data: Mapping[str, Any], source: str, base_dir: Path = Path("
             kwargs[name] = _section(source, name, _SECTIONS[name], raw)
         elif name == "limits":
             kwargs["limits"] = _limits(source, raw)
+            kwargs["limits_set"] = {  # which keys each domain's table sets (shaping precedence)
+                d.lower(): frozenset(t) for d, t in raw.items() if isinstance(t, dict)
+            }
         elif name == "routes":
             kwargs["routes"] = _routes(source, raw)
         elif name == "providers":  # checked with the rule pack (bulkmail.shaping.pack)

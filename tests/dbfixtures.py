@@ -32,6 +32,7 @@ TABLES = (
     "site_leases",
     "workers",
     "outbox",
+    "site_actions",
 )
 
 

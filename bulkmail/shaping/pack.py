@@ -231,21 +231,29 @@ def load_pack(settings: Settings) -> Pack:
 def effective_limits(
     settings: Settings, domain: str, provider: Provider | None
 ) -> tuple[Limits, dict[str, str]]:
-    """The limits for ``domain`` on ``provider``'s site and where each value came from."""
-    default = settings.limits["default"]
-    keys = (*_LIMIT_KEYS, "tls")
-    own = settings.limits.get(domain.lower())
-    if own is not None and domain.lower() != "default":
-        where = f'{settings.source} [limits."{domain.lower()}"] (over [limits.default])'
-        tls = provider.origin["tls"] if provider and "tls" in provider.values else None
-        return own, dict.fromkeys(keys, where) | {"tls": tls or f"{settings.source} [sender] tls"}
-    origin = dict.fromkeys(keys, f"{settings.source} [limits.default]")
+    """The limits for ``domain`` on ``provider``'s site and where each value came from, key
+    by key: the keys its ``[limits."domain"]`` sets > the provider rule > [limits.default]."""
+    name = domain.lower()
+    origin = dict.fromkeys(_LIMIT_KEYS, f"{settings.source} [limits.default]")
     origin["tls"] = f"{settings.source} [sender] tls"
-    if provider is None:
-        return default, origin
-    values = {k: v for k, v in provider.values.items() if k in _LIMIT_KEYS}
-    origin |= {k: provider.origin[k] for k in provider.values}
-    return dataclasses.replace(default, **values), origin
+    values: dict[str, Any] = {}
+    if provider is not None:
+        values = {k: v for k, v in provider.values.items() if k in _LIMIT_KEYS}
+        origin |= {k: provider.origin[k] for k in provider.values}
+    own = settings.limits.get(name) if name != "default" else None
+    if own is not None:
+        for key in own_keys(settings, name):
+            values[key] = getattr(own, key)
+            origin[key] = f'{settings.source} [limits."{name}"]'
+    return dataclasses.replace(own or settings.limits["default"], **values), origin
+
+
+def own_keys(settings: Settings, domain: str) -> list[str]:
+    """The limit keys (connections, messages_per_connection, rate) ``[limits."domain"]``
+    sets itself."""
+    if domain.lower() == "default":
+        return []
+    return [k for k in _LIMIT_KEYS if k in settings.limits_set.get(domain.lower(), ())]
 
 
 def provider_tls(provider: Provider | None) -> str:

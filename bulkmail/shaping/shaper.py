@@ -23,7 +23,7 @@ from bulkmail.shaping.backoff import (
     match_rule,
     suspended_until,
 )
-from bulkmail.shaping.pack import Pack, Provider, effective_limits, load_pack
+from bulkmail.shaping.pack import Pack, Provider, effective_limits, load_pack, own_keys
 
 __all__ = ["PROVIDER_PREFIX", "Shaper", "own_limits", "provider_site"]
 
@@ -31,8 +31,9 @@ PROVIDER_PREFIX = "provider:"
 
 
 def own_limits(settings: Settings, domain: str) -> bool:
-    """True when the config has a ``[limits."domain"]`` table for ``domain``."""
-    return domain.lower() != "default" and domain.lower() in settings.limits
+    """True when ``[limits."domain"]`` sets connections, messages_per_connection or rate
+    (a table with only mta_sts or dane leaves the domain on its provider's site)."""
+    return bool(own_keys(settings, domain))
 
 
 def provider_site(route: Route, pack: Pack) -> tuple[Route, Provider | None]:

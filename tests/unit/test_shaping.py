@@ -246,3 +246,16 @@ def test_a_providers_tls_rule_is_named_as_its_source_even_under_a_domain_overrid
     assert "providers.toml" in origin["tls"] and 'limits."comcast.net"' in origin["connections"]
     _, plain = effective_limits(settings, "x.test", shipped_pack().providers["google"])
     assert plain["tls"] == "cfg.toml [sender] tls"
+
+
+def test_a_domain_table_with_only_tls_keys_stays_on_its_providers_site() -> None:
+    settings = parse_settings(
+        {"limits": {"a.test": {"mta_sts": "off"}, "b.test": {"rate": 3}}}, "cfg.toml"
+    )
+    shaper = Shaper(settings)
+    a = shaper.route(route("a.test", "aspmx.l.google.com"))
+    b = shaper.route(route("b.test", "aspmx.l.google.com"))
+    assert a.site == "provider:google" and b.site == "aspmx.l.google.com"
+    assert shaper.limits_for(a, 0.0).connections == 5
+    b_limits = shaper.limits_for(b, 0.0)  # key by key: its rate, Google's connections
+    assert (b_limits.rate, b_limits.connections, b_limits.messages_per_connection) == (3.0, 5, 50)
