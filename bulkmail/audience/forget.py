@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bulkmail.audience.addresses import address_key
@@ -102,7 +103,7 @@ def forget_subscriber(db: Database, email: str, stamp: float | None = None) -> F
                     email=placeholder, domain=FORGOTTEN_DOMAIN, last_text="forgotten", updated_at=at
                 )
             )
-            deliveries += res.rowcount or 0  # type: ignore[attr-defined]
+            deliveries += cast(CursorResult[Any], res).rowcount or 0
             person.email, person.email_key, person.domain = placeholder, None, FORGOTTEN_DOMAIN
             person.name, person.attributes, person.updated_at = "", {}, at
         events = s.execute(
@@ -113,9 +114,9 @@ def forget_subscriber(db: Database, email: str, stamp: float | None = None) -> F
         _keep_hashed_suppression(s, key, hashed, at)
         return Forgotten(
             sub.id,
-            memberships.rowcount or 0,  # type: ignore[attr-defined]
+            cast(CursorResult[Any], memberships).rowcount or 0,
             deliveries,
-            events.rowcount or 0,  # type: ignore[attr-defined]
+            cast(CursorResult[Any], events).rowcount or 0,
             hashed,
         )
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import CursorResult, bindparam, text
 
 from bulkmail.db.engine import Database
 from bulkmail.db.models import (
@@ -59,7 +60,8 @@ def transition(
         stmt = stmt.bindparams(bindparam("from_states", expanding=True))
         params["from_states"] = list(from_states)
     with db.session() as s:
-        moved = (s.execute(stmt, params).rowcount or 0) > 0
+        res = cast(CursorResult[Any], s.execute(stmt, params))
+        moved = (res.rowcount or 0) > 0
         if moved:
             change = {"campaign_id": campaign_id, "state": to, "reason": reason}
             outbox.add(s, f"campaign.{to}", [change], now)
@@ -150,7 +152,7 @@ def cancel_pending(db: Database, campaign_id: int, now: float) -> int:
                    OR (state = '{SENDING}' AND lease_until < :now))"""),
             {"id": campaign_id, "now": now},
         )
-        return res.rowcount or 0
+        return cast(CursorResult[Any], res).rowcount or 0
 
 
 def heartbeat(db: Database, owner: str, now: float, window: float) -> int:
@@ -212,7 +214,7 @@ def reclaim(db: Database, owners: Sequence[str], now: float) -> int:
                 ),
                 {"owners": list(owners)},
             )
-        return res.rowcount or 0
+        return cast(CursorResult[Any], res).rowcount or 0
 
 
 def slot_keys(site: str, connections: int) -> list[str]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import CursorResult, bindparam, text
 
 from bulkmail.audience.addresses import address_key
 from bulkmail.audience.forget import FORGOTTEN_PREFIX, hashed_key_sql
@@ -115,8 +115,12 @@ def enqueue(
         with db.session() as s:
             upto = s.execute(bounds, {"lid": list_id, "after": after, "skip": batch - 1}).scalar()
             last = upto if upto is not None else 2**62
-            res = s.execute(
-                sql, {"cid": campaign_id, "lid": list_id, "after": after, "upto": last, "now": now}
+            res = cast(
+                CursorResult[Any],
+                s.execute(
+                    sql,
+                    {"cid": campaign_id, "lid": list_id, "after": after, "upto": last, "now": now},
+                ),
             )
             added += max(res.rowcount or 0, 0)
         if upto is None:
