@@ -9,7 +9,6 @@ import json
 from click.testing import CliRunner
 
 from bulkmail.cli.main import cli
-from bulkmail.peers.smtp import Script
 from tests.integration.world import World
 
 

@@ -111,9 +111,10 @@ def test_greylisting_ends_sent_after_a_retry(world: World) -> None:
     events = world.sql(
         "SELECT kind, code, enhanced, attempt FROM events WHERE campaign_id = :c", c=cid
     )
-    assert sorted(tuple(e) for e in events) == [("deferred", 451, "4.7.1", 1)] * 3 + [
-        ("sent", 250, "2.0.0", 2)
-    ] * 3
+    assert (
+        sorted(tuple(e) for e in events)
+        == [("deferred", 451, "4.7.1", 1)] * 3 + [("sent", 250, "2.0.0", 2)] * 3
+    )
 
 
 def test_unknown_user_bounces_and_is_suppressed_policy_block_is_not(world: World) -> None:

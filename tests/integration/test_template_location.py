@@ -16,7 +16,7 @@ def test_a_local_template_is_used_and_found_again_from_another_folder(
     monkeypatch.setenv("BULKMAIL_SECRET", "test-secret-0123456789")
     monkeypatch.setenv("BULKMAIL_DATABASE_URL", db_url)
     config = tmp_path / "bulkmail.toml"
-    config.write_text("[sender]\nhelo = \"mail.example.com\"\n", encoding="utf-8")
+    config.write_text('[sender]\nhelo = "mail.example.com"\n', encoding="utf-8")
     work, cron = tmp_path / "work", tmp_path / "cron"
     (work / "newsletter").mkdir(parents=True)  # shadows the bundled template of that name
     (work / "newsletter" / "body.txt").write_text("MY OWN BODY for {{ subscriber.email }}\n")

@@ -397,8 +397,7 @@ def test_an_error_in_an_included_file_names_that_file_and_line(tmp_path: Path) -
     with pytest.raises(TemplateError) as caught:
         composer.check()
     assert str(caught.value) == (
-        f"template {tmp_path / 'tpl' / 'header.html'} line 2: "
-        "'subscriber' has no attribute 'nme'"
+        f"template {tmp_path / 'tpl' / 'header.html'} line 2: 'subscriber' has no attribute 'nme'"
     )
 
 
