@@ -77,8 +77,11 @@ def _backoffs_text(backoffs: list[dict[str, Any]], none: str) -> None:
             parts = [f"rate {rate_text(b['rate'])}" if b["rate"] is not None else ""]
             parts.append(f"{b['connections']} connections" if b["connections"] else "")
             what += " to " + ", ".join(p for p in parts if p)
+        left = f"{b['seconds_left']} s left" if b["seconds_left"] > 0 else "over"
+        if b["recovering_until"]:
+            left += f", undone in steps until {b['recovering_until']}"
         click.echo(
-            f"  {printable(b['site'])}: {what} until {b['until']} ({b['seconds_left']} s left)"
+            f"  {printable(b['site'])}: {what} until {b['until']} ({left})"
             f", rule {printable(b['rule'])}, after: {printable(b['reply'])}"
         )
 

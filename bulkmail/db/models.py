@@ -257,3 +257,4 @@ class SiteAction(Base):
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     until: Mapped[float] = mapped_column(Float)
+    recover_until: Mapped[float | None] = mapped_column(Float, nullable=True)  # 0009

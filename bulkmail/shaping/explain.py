@@ -37,7 +37,8 @@ def _backoff(action: Action, reply: str, started: float, now: float) -> dict[str
         "connections": action.connections,
         "started": utc(started),
         "until": utc(action.until),
-        "seconds_left": round(action.until - now),
+        "seconds_left": round(action.until - now),  # negative: over, being undone
+        "recovering_until": utc(action.recover_until) if action.recover_until else None,
         "reply": reply,
     }
 

@@ -35,7 +35,7 @@ SHIPPED = "bulkmail/shaping/providers.toml"
 _PROVIDER_KEYS = {"mx_suffixes", "connections", "messages_per_connection", "rate", "tls"}
 _LIMIT_KEYS = ("connections", "messages_per_connection", "rate")
 _RULE_KEYS = {"name", "provider", "code", "enhanced", "text", "action", "duration"}
-_RULE_KEYS |= {"rate", "connections"}
+_RULE_KEYS |= {"rate", "connections", "recover"}
 _ACTIONS = ("suspend", "throttle")
 
 
@@ -70,6 +70,7 @@ class BackoffRule:
     rate: float | None = None  # throttle: messages per second for the whole site
     connections: int | None = None  # throttle: connections for the whole site
     origin: str = ""
+    recover: float = 0.0  # then undone in steps over this long (0: at once)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def _rule(where: str, table: Any, origin: str) -> BackoffRule:
         raise ConfigError(f"{where}.action: must be one of {', '.join(_ACTIONS)}, got {action!r}")
     try:
         duration = parse_duration(table.get("duration", ""))
+        recover = parse_duration(table.get("recover", 0))
         rate = parse_rate(table["rate"]) if "rate" in table else None
     except InputError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -199,6 +201,7 @@ def _rule(where: str, table: Any, origin: str) -> BackoffRule:
         rate=rate,
         connections=conns,
         origin=origin,
+        recover=recover,
     )
 
 

@@ -84,7 +84,7 @@ class Shaper:
     def adopt(self, fleet: Iterable[Action], now: float) -> None:
         """The fleet's actions as just read; ours that expired are forgotten."""
         self.actions = list(fleet)
-        self.mine = [a for a in self.mine if a.until > now]
+        self.mine = [a for a in self.mine if a.lasts(now)]
 
     def suspended_until(self, site: str, now: float) -> float | None:
         return suspended_until(self.in_force(), site, now)

@@ -44,8 +44,9 @@ def record(
     with db.session() as s:
         s.execute(
             text("""INSERT INTO site_actions (site, rule, kind, rate, connections, reply, owner,
-                                              created_at, until)
-                    VALUES (:site, :rule, :kind, :rate, :conns, :reply, :owner, :now, :until)"""),
+                                              created_at, until, recover_until)
+                    VALUES (:site, :rule, :kind, :rate, :conns, :reply, :owner, :now, :until,
+                            :recover)"""),
             {
                 "site": action.site,
                 "rule": action.rule,
@@ -56,6 +57,7 @@ def record(
                 "owner": owner,
                 "now": now,
                 "until": action.until,
+                "recover": action.recover_until,
             },
         )
         s.execute(
@@ -84,19 +86,21 @@ def _actions(rows: Sequence[Sequence[object]]) -> list[Action]:
             float(r[3]),  # type: ignore[arg-type]
             float(r[4]) if r[4] is not None else None,  # type: ignore[arg-type]
             int(r[5]) if r[5] is not None else None,  # type: ignore[call-overload]
+            float(r[6]) if r[6] is not None else None,  # type: ignore[arg-type]
         )
         for r in rows
     ]
 
 
-_COLUMNS = "site, rule, kind, until, rate, connections"
+_COLUMNS = "site, rule, kind, until, rate, connections, recover_until"
+_LASTS = "(until > :now OR recover_until > :now)"  # in force or still being undone
 
 
 def in_force(db: Database, now: float) -> list[Action]:
-    """Every unexpired action of the fleet."""
+    """Every action of the fleet in force or being undone."""
     with db.session() as s:
         rows = s.execute(
-            text(f"SELECT {_COLUMNS} FROM site_actions WHERE until > :now ORDER BY id"),
+            text(f"SELECT {_COLUMNS} FROM site_actions WHERE {_LASTS} ORDER BY id"),
             {"now": now},
         ).all()
     return _actions(rows)
@@ -108,10 +112,10 @@ def described(db: Database, now: float) -> list[tuple[Action, str, float]]:
     with db.session() as s:
         rows = s.execute(
             text(f"""SELECT {_COLUMNS}, reply, created_at FROM site_actions
-                     WHERE until > :now ORDER BY site, id"""),
+                     WHERE {_LASTS} ORDER BY site, id"""),
             {"now": now},
         ).all()
-    return [(a, str(r[6] or ""), float(r[7])) for a, r in zip(_actions(rows), rows, strict=True)]
+    return [(a, str(r[7] or ""), float(r[8])) for a, r in zip(_actions(rows), rows, strict=True)]
 
 
 def hold(db: Database, owner: str, ids: Sequence[int], until: float, now: float) -> None:

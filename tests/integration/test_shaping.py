@@ -222,3 +222,20 @@ duration = "3s"
     assert kinds.count("backoff") == 1 and "deferred" not in kinds
     rows = world.sql("SELECT site, rule, kind, connections, rate FROM site_actions")
     assert rows == [("mx-127-0-0-6.news.test", "generic-too-many", "throttle", 1, 20.0)]
+
+
+def test_explain_shows_a_backoff_being_undone_in_steps(world: World) -> None:
+    world.zone.add("gw.test", "MX", f"10 {GOOGLE_MX}.")
+    world.zone.add(GOOGLE_MX, "A", "127.0.0.5")
+    world.subscribers(["a@gw.test"])
+    now = time.time()
+    db = world.db()
+    over = Action("provider:google", "r", "suspend", now - 1, recover_until=now + 299)
+    store.record(db, over, Reply(421, "unusual rate", "4.7.28"), owner="w", now=now - 60)
+    db.dispose()
+    data = json.loads(cli(world, "shaping", "explain", "gw.test", "--json"))
+    assert data["limits"]["connections"]["value"] == 5  # Google's, shipped
+    assert data["now"] == {"connections": 2, "rate": 0.0, "suspended_until": None}
+    (backoff,) = data["backoffs"]
+    assert backoff["seconds_left"] <= 0 and backoff["recovering_until"] is not None
+    assert "undone in steps until" in cli(world, "shaping", "status")

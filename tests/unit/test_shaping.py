@@ -259,3 +259,41 @@ def test_a_domain_table_with_only_tls_keys_stays_on_its_providers_site() -> None
     assert shaper.limits_for(a, 0.0).connections == 5
     b_limits = shaper.limits_for(b, 0.0)  # key by key: its rate, Google's connections
     assert (b_limits.rate, b_limits.connections, b_limits.messages_per_connection) == (3.0, 5, 50)
+
+
+def test_a_throttle_is_undone_in_four_steps_over_its_recovery_time() -> None:
+    base = Limits(connections=9, messages_per_connection=50, rate=10.0)
+    throttle = Action("s", "t", "throttle", 100.0, rate=2.0, connections=1, recover_until=140.0)
+    at = {t: limits_under(base, [throttle], "s", t) for t in (99.0, 100.0, 114.0, 127.0, 139.0)}
+    assert [(lim.rate, lim.connections) for lim in at.values()] == [
+        (2.0, 1),  # in force
+        (4.0, 3),  # a quarter undone
+        (6.0, 5),
+        (8.0, 7),
+        (8.0, 7),
+    ]
+    assert limits_under(base, [throttle], "s", 140.0) is base  # over
+    unlimited = limits_under(Limits(rate=0.0), [throttle], "s", 127.0)
+    assert unlimited.rate == 2.0 * 2**3  # from an unlimited base: doubling each step
+
+
+def test_a_suspended_site_resumes_on_one_connection_and_climbs_back() -> None:
+    base = Limits(connections=5, messages_per_connection=50, rate=0.0)
+    suspend = Action("s", "r", "suspend", 100.0, recover_until=200.0)
+    assert limits_under(base, [suspend], "s", 50.0) is base  # suspended: nothing is sent
+    assert suspended_until([suspend], "s", 50.0) == 100.0
+    assert suspended_until([suspend], "s", 100.0) is None
+    climb = [limits_under(base, [suspend], "s", t).connections for t in (100, 140, 170, 199)]
+    assert climb == [2, 3, 4, 4]  # 1 + (5 - 1) x 1/4, 2/4, 3/4
+    assert limits_under(base, [suspend], "s", 200.0) is base
+    assert suspend.lasts(150.0) and not suspend.lasts(200.0)
+
+
+def test_a_matching_reply_while_recovering_starts_the_rule_again() -> None:
+    shaper = Shaper(parse_settings({}, "cfg.toml"))
+    site = shaper.route(route("g.test", "aspmx.l.google.com")).site
+    reply = Reply(421, "unusual rate", "4.7.28")
+    first, _ = shaper.observe(site, reply, 0.0)
+    assert first is not None and first.recover_until == first.until + 1800.0
+    again, new = shaper.observe(site, reply, first.until + 60.0)  # recovering
+    assert new and again is not None and again.until == first.until + 60.0 + 1800.0
