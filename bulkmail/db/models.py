@@ -5,7 +5,7 @@ it for queries. Times are UNIX seconds (float, UTC): one unambiguous representat
 compares the same way on SQLite and PostgreSQL and costs nothing to produce on the hot path.
 
 ``deliveries`` is the durable queue: one row per campaign x subscriber, its ``state`` following
-the state machine in ARCHITECTURE.md. It copies the address and domain of the subscriber so
+the state machine in docs/ARCHITECTURE.md. It copies the address and domain of the subscriber so
 the claim and the recorder never join.
 """
 
@@ -31,7 +31,7 @@ class Base(DeclarativeBase):
     pass
 
 
-# Delivery states (ARCHITECTURE.md): the only values deliveries.state takes.
+# Delivery states (docs/ARCHITECTURE.md): the only values deliveries.state takes.
 QUEUED, SENDING, DEFERRED = "queued", "sending", "deferred"
 SENT, BOUNCED, COMPLAINED, EXPIRED = "sent", "bounced", "complained", "expired"
 FAILED, SKIPPED, CANCELLED = "failed", "skipped", "cancelled"
