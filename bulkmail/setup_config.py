@@ -216,13 +216,15 @@ def effective(settings: Settings) -> dict[str, Any]:
     """The settings as plain data (TOML's shape), the database URL's password redacted."""
     data: dict[str, Any] = {}
     for f in dataclasses.fields(settings):
-        if f.name in ("source", "base_dir"):
+        if f.name in ("source", "base_dir", "limits_set"):  # limits_set: derived from [limits]
             continue
         value = getattr(settings, f.name)
         if dataclasses.is_dataclass(value):
             data[f.name] = dataclasses.asdict(value)  # type: ignore[arg-type]
         elif f.name == "limits":
             data[f.name] = {k: dataclasses.asdict(v) for k, v in value.items()}
+        elif f.name == "providers":  # inline [providers."name"] tables, as written
+            data[f.name] = {k: dict(v) for k, v in value.items()}
         else:
             data[f.name] = {k: list(v) for k, v in value.items()}
     data["database"]["url"] = redact(data["database"]["url"])
@@ -233,9 +235,9 @@ def to_toml(data: Mapping[str, Any]) -> str:
     """``effective`` as TOML text (tables of scalars and lists; [limits.X] sub-tables)."""
     lines: list[str] = []
     for name, table in data.items():
-        if name == "limits":
+        if name in ("limits", "providers"):
             for domain, values in table.items():
-                lines += [f"[limits.{_key(domain)}]", *_pairs(values), ""]
+                lines += [f"[{name}.{_key(domain)}]", *_pairs(values), ""]
             continue
         lines += [f"[{name}]", *_pairs(table), ""]
     return "\n".join(lines)

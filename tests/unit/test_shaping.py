@@ -297,3 +297,21 @@ def test_a_matching_reply_while_recovering_starts_the_rule_again() -> None:
     assert first is not None and first.recover_until == first.until + 1800.0
     again, new = shaper.observe(site, reply, first.until + 60.0)  # recovering
     assert new and again is not None and again.until == first.until + 60.0 + 1800.0
+
+
+def test_config_check_prints_provider_tables_that_load_back(tmp_path: Path) -> None:
+    import tomllib
+
+    from bulkmail.setup_config import effective, to_toml
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text("", encoding="utf-8")
+    data = {
+        "limits": {"gmail.com": {"connections": 2}},
+        "shaping": {"rules_file": str(rules)},
+        "providers": {"google": {"connections": 3}, "fm": {"mx_suffixes": ["fm.test"]}},
+    }
+    settings = parse_settings(data, "cfg.toml")
+    again = parse_settings(tomllib.loads(to_toml(effective(settings))), "shown")
+    assert again.providers == settings.providers and again.shaping == settings.shaping
+    assert again.limits == settings.limits
