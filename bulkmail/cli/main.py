@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 from functools import cached_property
+from typing import IO, Any
 
 import click
 
@@ -56,14 +57,14 @@ class UserError(click.ClickException):
         super().__init__(str(error))
         self.exit_code = error.exit_code
 
-    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"bulkmail: error: {self.message}", err=True)
 
 
 class BulkmailGroup(click.Group):
     """The top-level group: our errors become UserError wherever a command raises them."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except BulkmailError as exc:

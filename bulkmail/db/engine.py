@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def absolute_sqlite_url(url: str, base_dir: Path) -> str:
     return parsed.set(database=str(absolute)).render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
@@ -86,7 +86,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
-def _sqlite_functions(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_functions(dbapi_conn: Any, _record: Any) -> None:
     # PostgreSQL's encode(sha256(...), 'hex') for SQLite: the hashed key of a forgotten
     # address (bulkmail.audience.forget), so suppression checks match it on both databases.
     dbapi_conn.create_function("bulkmail_sha256", 1, _sha256_hex, deterministic=True)
@@ -96,16 +96,16 @@ def _sha256_hex(value: str | None) -> str | None:
     return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_begin(conn: Any) -> None:
     # Take the write lock at BEGIN: two writers then queue on busy_timeout instead of one
     # failing with "database is locked" when it upgrades a read transaction.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _require_file(path: Path):  # type: ignore[no-untyped-def]
+def _require_file(path: Path) -> Callable[[Any, Any, Any, Any], None]:
     """A ``do_connect`` hook: refuse to let SQLite create ``path`` (only ``upgrade`` may)."""
 
-    def check(_dialect, _record, _cargs, _cparams):  # type: ignore[no-untyped-def]
+    def check(_dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
         if not path.exists():
             raise DatabaseError(
                 f"database {path.resolve()} does not exist: run 'bulkmail init' to create it"

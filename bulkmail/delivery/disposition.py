@@ -61,7 +61,7 @@ def decide(
             verdict.retry_after,
             policy.jitter,
             rng or random,
-        )  # type: ignore[arg-type]
+        )
         state, event = (DEFERRED, "deferred") if next_at is not None else (EXPIRED, "expired")
     elif verdict.disposition is Disposition.BOUNCED:
         state, event, suppress = BOUNCED, "bounced", verdict.suppress

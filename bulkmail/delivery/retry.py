@@ -78,7 +78,7 @@ def next_attempt_at(
     max_age: float,
     hint: float | None = None,
     jitter: float = 0.1,
-    rng: _Uniform = random,  # type: ignore[assignment]
+    rng: _Uniform = random,
 ) -> float | None:
     """When to try again after ``attempts`` failed attempts, or None once it is too late.
 

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dns.asyncresolver
 import dns.exception
@@ -78,7 +78,7 @@ class _Lookup:
     """The outcome of one query: "ok" with records, "nodata", "nxdomain" or "tempfail"."""
 
     status: str
-    records: tuple = ()
+    records: tuple[Any, ...] = ()
     detail: str = ""
     secure: bool = False  # the validating resolver set AD (DNSSEC), for DANE
 
@@ -92,7 +92,7 @@ class MxResolver:
         port: int = 53,
         timeout: float = 5.0,
         *,
-        rng: _Shuffler = random,  # type: ignore[assignment]
+        rng: _Shuffler = random,
         clock: Callable[[], float] = time.monotonic,
         static_routes: Mapping[str, Sequence[str]] | None = None,
         failure_ttl: float = 60.0,
@@ -183,7 +183,7 @@ class MxResolver:
         """True when ``domain`` (normalised) has a static route in [routes]."""
         return domain in self._static
 
-    async def secure_lookup(self, name: str, rdtype: str) -> tuple[str, tuple, bool]:
+    async def secure_lookup(self, name: str, rdtype: str) -> tuple[str, tuple[Any, ...], bool]:
         """(status, records, AD set) of a cached lookup: DANE trusts only validated answers.
         TLSA records come as ``dane.Tlsa``."""
         found = await self._lookup(_normalise(name) or name, rdtype)
@@ -264,7 +264,9 @@ class MxResolver:
         if answer.rrset is None:
             return _Lookup("nodata"), min(ttl, MAX_NEGATIVE_TTL)
         if rdtype == "MX":
-            records: tuple = tuple((rd.preference, _host_text(rd.exchange)) for rd in answer.rrset)
+            records: tuple[Any, ...] = tuple(
+                (rd.preference, _host_text(rd.exchange)) for rd in answer.rrset
+            )
         elif rdtype == "TXT":
             records = tuple(b"".join(rd.strings).decode("utf-8", "replace") for rd in answer.rrset)
         elif rdtype == "TLSA":

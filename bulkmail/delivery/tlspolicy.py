@@ -37,6 +37,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiosmtplib import SMTP, SMTPHeloError
 
@@ -69,7 +70,7 @@ class Requirement:
     enforce: bool  # True: authenticated TLS or no delivery; False (mode testing): record only
     matched: bool = True  # the MX host name matches the policy's mx patterns
     label: str = ""  # names the policy in texts: "MTA-STS policy of example.com (id 2026)"
-    tlsa: tuple = ()  # DANE: the usable, DNSSEC-validated TLSA records (``dane.Tlsa``)
+    tlsa: tuple[Any, ...] = ()  # DANE: the usable, DNSSEC-validated TLSA records (``dane.Tlsa``)
 
 
 PLAINTEXT = TlsState(used=False, verified=False)

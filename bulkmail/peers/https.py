@@ -36,7 +36,7 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:  # no reverse lookup of the address (socket.getfqdn)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind(self.server_address)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]  # type: ignore[misc]
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def get_request(self) -> tuple[socket.socket, object]:
         sock, address = self.socket.accept()

@@ -75,7 +75,7 @@ AUTH_REQUIRED_REPLY = "530 5.7.0 Authentication required"
 class _Session(Session):
     """aiosmtpd's session without the deprecation warning it logs on every successful AUTH."""
 
-    login_data: Any = None  # type: ignore[assignment]
+    login_data: Any = None
 
 
 class _ScriptedSMTP(SMTP):

@@ -69,7 +69,7 @@ def serve(
         app,
         host=host,
         port=port,
-        loop=loop,  # type: ignore[arg-type]
+        loop=loop,
         http=guard.protocol(guard.ConnectionGuard(limits, budget)),
         backlog=limits.backlog,
         h11_max_incomplete_event_size=8 * 1024,  # a request head larger than 8 KiB: 400
