@@ -21,6 +21,7 @@ from sqlalchemy import CursorResult, bindparam, text
 
 from bulkmail.audience.addresses import address_key
 from bulkmail.audience.forget import FORGOTTEN_PREFIX, hashed_key_sql
+from bulkmail.bounces.escalate import DEFAULT_SOFT_LIMIT, SoftLimit, adds_up, escalations
 from bulkmail.db.engine import Database
 from bulkmail.db.models import (
     CAMPAIGN_CANCELLED,
@@ -321,8 +322,16 @@ _RECORD_OTHER = text(
 )
 
 
-def record(db: Database, results: Sequence[Result], now: float, owner: str | None = None) -> None:
-    """Write a batch of outcomes, their events and the suppressions they cause."""
+def record(
+    db: Database,
+    results: Sequence[Result],
+    now: float,
+    owner: str | None = None,
+    soft_limit: SoftLimit = DEFAULT_SOFT_LIMIT,
+) -> None:
+    """Write a batch of outcomes, their events and the suppressions they cause, among them
+    soft bounces that add up (``bounces.escalate``): a full or inactive mailbox answered at
+    SMTP time counts like one a DSN reports, checked once per batch that has any."""
     if not results:
         return
     rows = [
@@ -365,6 +374,13 @@ def record(db: Database, results: Sequence[Result], now: float, owner: str | Non
         if r.event
     ]
     suppress = {r.email: r for r in results if r.suppress}
+    soft = {
+        r.email
+        for r in results
+        if r.event in ("deferred", "bounced", "soft_bounce")
+        and r.email not in suppress
+        and adds_up(r.code, r.enhanced, r.text or "")
+    }
     with db.session() as s:
         if sent:
             s.execute(_RECORD_SENT, sent)
@@ -389,6 +405,8 @@ def record(db: Database, results: Sequence[Result], now: float, owner: str | Non
                 ],
                 now,
             )
+        if soft and (escalated := escalations(s, soft, now, soft_limit)):
+            add_suppressions(s, [(e, why, "bounce") for e, why in escalated.items()], now)
 
 
 def add_suppressions(session: Any, entries: Sequence[tuple[str, str, str]], now: float) -> None:

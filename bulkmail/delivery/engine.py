@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from bulkmail.bounces.brakes import Watch, from_settings
+from bulkmail.bounces.escalate import from_settings as soft_limit_from
 from bulkmail.config import Settings
 from bulkmail.db import control, queries
 from bulkmail.db.engine import Database
@@ -104,6 +105,7 @@ class Engine:
         self.recorder = Recorder(
             db, self.in_db, self._written, eng.batch_size, eng.flush_interval, owner=owner
         )
+        self.recorder.soft_limit = soft_limit_from(settings)  # [bounces] soft_bounce_*
         self.sites: dict[str, Site] = {}
         self.inflight: dict[int, Claimed] = {}
         self.excluded: set[str] = set()  # domains of saturated or foreign sites

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from bulkmail.bounces.escalate import DEFAULT_SOFT_LIMIT, SoftLimit
 from bulkmail.db import queries
 from bulkmail.db.engine import Database
 from bulkmail.db.queries import Result
@@ -34,8 +35,10 @@ class Recorder:
         max_rows: int,
         interval: float,
         owner: str | None = None,
+        soft_limit: SoftLimit = DEFAULT_SOFT_LIMIT,
     ) -> None:
         self._db = db
+        self.soft_limit = soft_limit  # [bounces] soft_bounce_*: SMTP-time full mailboxes add up
         self.owner = owner
         self._in_db = in_db
         self._on_written = on_written
@@ -67,7 +70,7 @@ class Recorder:
         batch, self._buffer = self._buffer, []
         for wait in (*RETRY_SECONDS, None):
             try:
-                await self._in_db(queries.record, self._db, batch, time.time(), self.owner)
+                await self._in_db(self._record, self._db, batch, time.time(), self.owner)
                 break
             except DatabaseError as exc:
                 if wait is None:
@@ -76,3 +79,7 @@ class Recorder:
                 log.warning("writing %d results failed (%s); retry in %ss", len(batch), exc, wait)
                 await asyncio.sleep(wait)
         self._on_written(batch)
+
+    def _record(self, db: Database, batch: list[Result], now: float, owner: str | None) -> None:
+        """``queries.record`` with this engine's soft-bounce limit (``[bounces]``)."""
+        queries.record(db, batch, now, owner, self.soft_limit)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bulkmail.bounces.process import import_files
-from bulkmail.peers.smtp import Received
+from bulkmail.peers.smtp import Received, Script
 from tests.integration.test_bounces import dsn
 from tests.integration.world import World
 
@@ -79,3 +79,50 @@ def test_outside_the_window_failures_do_not_count(world: World, tmp_path: Path) 
         if n < 2:  # the earlier failures are made old
             world.sql("UPDATE events SET created_at = created_at - 2 * 86400")
     assert suppressed(world) == {}
+
+
+# -- at SMTP time: the receiver says so in the session, no DSN ever comes ---------------------
+
+QUOTA_RCPT, QUOTA_DATA = "quota@a.test", "quota@b.test"
+GREY, BLOCKED = "grey@a.test", "blocked@a.test"
+
+
+def test_full_mailbox_replies_at_smtp_time_add_up_greylisting_and_blocks_never(
+    world: World,
+) -> None:
+    """452 4.2.2 at RCPT TO (deferred) and 552 5.2.2 at the final dot (bounced, not
+    suppressed at once) on three campaigns suppress the address in the third send itself;
+    a greylisting deferral and a blocklist refusal on the same three never do. The first two
+    campaigns' deferred rows for it are skipped at claim afterwards, like any suppression."""
+    world.configure("retry", intervals=["1h"], max_age="2d")  # deferred rows wait, not retried
+    world.mx(
+        "a.test",
+        (10, "127.0.0.2"),
+        script=Script(
+            rcpt_replies={
+                QUOTA_RCPT: "452 4.2.2 Mailbox full, try again later",
+                GREY: "451 4.7.1 Greylisted, please try again later",
+                BLOCKED: "554 5.7.1 Service unavailable; blocked using zen.spamhaus.org",
+            }
+        ),
+    )
+    world.mx("b.test", (10, "127.0.0.3"), script=Script(data_reply="552 5.2.2 Mailbox full"))
+    world.subscribers([QUOTA_RCPT, QUOTA_DATA, GREY, BLOCKED, FINE])
+    campaigns = []
+    for n in range(3):
+        campaigns.append(world.campaign())
+        world.send(campaigns[-1])
+        if n < 2:
+            assert suppressed(world) == {}, n  # one or two failures: not yet
+    reasons = suppressed(world)
+    assert sorted(reasons) == [QUOTA_RCPT, QUOTA_DATA]
+    assert reasons[QUOTA_RCPT].startswith("soft bounces: 3 deliveries in 14 days")
+    assert "452 4.2.2 Mailbox full" in reasons[QUOTA_RCPT]
+    assert "552 5.2.2" in reasons[QUOTA_DATA]
+    assert world.states(campaigns[0])[QUOTA_RCPT].state == "deferred"
+    world.sql("UPDATE deliveries SET next_attempt_at = 0 WHERE state = 'deferred'")
+    world.send(campaigns[0])  # the quota row comes due again: skipped, the greylisted one sent
+    first = world.states(campaigns[0])
+    assert first[QUOTA_RCPT].state == "skipped"
+    assert first[GREY].state == "deferred"  # still greylisted, still not counted
+    assert sorted(suppressed(world)) == [QUOTA_RCPT, QUOTA_DATA]
