@@ -4,11 +4,21 @@ really sent (world), the receivers' DSNs for those very messages are imported.""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import event, text
+
+from bulkmail.audience.importer import import_csv
+from bulkmail.audience.lists import create_list
+from bulkmail.bounces.escalate import SoftLimit
 from bulkmail.bounces.process import import_files
+from bulkmail.db import queries
+from bulkmail.db.engine import Database
 from bulkmail.peers.smtp import Received, Script
 from tests.integration.test_bounces import dsn
+from tests.integration.test_database import _campaign, csv_file
 from tests.integration.world import World
 
 FULL, LISTED, FINE = "full@a.test", "listed@a.test", "fine@a.test"
@@ -126,3 +136,80 @@ def test_full_mailbox_replies_at_smtp_time_add_up_greylisting_and_blocks_never(
     assert first[QUOTA_RCPT].state == "skipped"
     assert first[GREY].state == "deferred"  # still greylisted, still not counted
     assert sorted(suppressed(world)) == [QUOTA_RCPT, QUOTA_DATA]
+
+
+def test_the_engine_uses_the_configured_limit(world: World) -> None:
+    """``[bounces] soft_bounce_limit`` reaches the engine: 2 here, so the second send does it."""
+    world.configure("bounces", soft_bounce_limit=2)
+    world.mx(
+        "a.test",
+        (10, "127.0.0.2"),
+        script=Script(rcpt_replies={QUOTA_RCPT: "452 4.2.2 Over quota"}),
+    )
+    world.subscribers([QUOTA_RCPT, FINE])
+    world.send(world.campaign())
+    assert suppressed(world) == {}
+    world.send(world.campaign())
+    assert list(suppressed(world)) == [QUOTA_RCPT]
+    assert suppressed(world)[QUOTA_RCPT].startswith("soft bounces: 2 deliveries in 14 days")
+
+
+def test_a_batch_is_checked_with_one_query_and_only_when_it_has_such_failures(
+    db: Database, tmp_path: Path
+) -> None:
+    """The recorder's cost: a batch of sends, blocks and greylisting reads no events; a batch
+    with two full mailboxes reads them once, for both (limit 1 here: each suppresses)."""
+    people = [f"p{n}@a.test" for n in range(6)]
+    lst = create_list(db, "news")
+    import_csv(db, "news", csv_file(tmp_path, "email\n" + "\n".join(people) + "\n"))
+    cid = _campaign(db, lst.id)
+    now = time.time()
+    queries.enqueue(db, cid, lst.id, now)
+    rows = queries.claim(db, [cid], "w", now, 60, 10)
+
+    def result(row: Any, state: str, code: int, enhanced: str, detail: str) -> queries.Result:
+        kind = None if state == "sent" else state
+        later = now + 3600 if state == "deferred" else None
+        return queries.Result(
+            *(row.id, cid, row.subscriber_id, row.email, state, 1, later),
+            *(code, enhanced, detail, "mx.a.test", "none", kind),
+        )
+
+    reads: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        if "FROM events" in statement:
+            reads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    limit = SoftLimit(1, 14)
+    queries.record(
+        db,
+        [
+            result(rows[0], "sent", 250, "2.0.0", "OK"),
+            result(rows[1], "bounced", 554, "5.7.1", "blocked using zen.spamhaus.org"),
+            result(rows[2], "deferred", 451, "4.7.1", "Greylisted, try again later"),
+        ],
+        now,
+        soft_limit=limit,
+    )
+    assert reads == []
+    assert suppressed_in(db) == set()
+    queries.record(
+        db,
+        [
+            result(rows[3], "deferred", 452, "4.2.2", "Mailbox full"),
+            result(rows[4], "bounced", 552, "5.2.2", "Mailbox full"),
+            result(rows[5], "sent", 250, "2.0.0", "OK"),
+        ],
+        now,
+        soft_limit=limit,
+    )
+    event.remove(db.engine, "before_cursor_execute", seen)
+    assert len(reads) == 1
+    assert suppressed_in(db) == {rows[3].email, rows[4].email}
+
+
+def suppressed_in(db: Database) -> set[str]:
+    with db.session() as s:
+        return {e for (e,) in s.execute(text("SELECT email FROM suppressions")).all()}
