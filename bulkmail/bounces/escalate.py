@@ -37,34 +37,9 @@ def adds_up(code: int | None, enhanced: str | None, detail: str) -> bool:
     return classify_reply(Reply(code, detail or "", enhanced)).bounce_class in ADDS_UP
 
 
-def soft_failures(s: Any, email: str, now: float, limit: SoftLimit) -> tuple[int, str]:
-    """(deliveries to ``email`` with a recipient-side soft failure in the window, an example)."""
-    rows = s.execute(
-        text(
-            "SELECT delivery_id, code, enhanced, text FROM events WHERE email = :email "
-            "AND created_at >= :since AND kind IN ('soft_bounce', 'bounced', 'deferred') "
-            "ORDER BY id DESC LIMIT 500"
-        ),
-        {"email": email, "since": now - limit.days * 86400},
-    ).all()
-    deliveries: set[int] = set()
-    example = ""
-    for delivery_id, code, enhanced, detail in rows:
-        if delivery_id is not None and adds_up(code, enhanced, detail or ""):
-            deliveries.add(delivery_id)
-            example = example or (detail or "")
-    return len(deliveries), example
-
-
 def escalation(s: Any, email: str, now: float, limit: SoftLimit) -> str | None:
     """The suppression reason if ``email`` has reached the limit, else None."""
-    if limit.count <= 0:
-        return None
-    n, example = soft_failures(s, email, now, limit)
-    if n < limit.count:
-        return None
-    days = f"{limit.days:g}"
-    return f"soft bounces: {n} deliveries in {days} days (full or inactive mailbox): {example}"
+    return escalations(s, [email], now, limit).get(email)
 
 
 def escalations(s: Any, emails: Iterable[str], now: float, limit: SoftLimit) -> dict[str, str]:
