@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -229,9 +229,11 @@ def _write_batch(
     s: Session, dialect: str, list_id: int, batch: list[Row], result: ImportResult
 ) -> None:
     latest: dict[str, Row] = {}
-    for row in batch:  # a duplicate inside the file (in any case): the later row wins
-        if row.key in latest:
+    for row in batch:  # a duplicate inside the file (in any case): the later row's data wins,
+        first = latest.get(row.key)  # the address stays as first written, as across imports
+        if first is not None:
             result.updated += 1
+            row = replace(row, email=first.email, domain=first.domain)
         latest[row.key] = row
     stamp = now()
     existing = dict(

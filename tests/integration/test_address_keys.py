@@ -287,6 +287,20 @@ def test_importing_another_case_updates_the_subscriber_and_keeps_an_unsubscribe(
     assert _states(db, later) == {"kept@good.test": "queued"}
 
 
+def test_a_case_duplicate_inside_one_file_keeps_the_first_spelling(
+    db: Database, tmp_path: Path
+) -> None:
+    """Within one file, as across imports, the address stays as first written; the later row's
+    name and attributes win. Before, a duplicate in the same batch took the later spelling, and
+    one in a later batch kept the first, so the result depended on the batch size."""
+    create_list(db, "news")
+    csv = tmp_path / "dups.csv"
+    csv.write_text("email,name,city\nann@example.com,Ann,Oslo\nAnn@Example.com,Ann2,Bergen\n")
+    result = import_csv(db, "news", csv)
+    assert (result.imported, result.updated) == (1, 1)
+    assert _rows(db, "SELECT email, name FROM subscribers") == [("ann@example.com", "Ann2")]
+
+
 def test_a_retired_duplicate_s_unsubscribe_link_unsubscribes_the_person(
     db: Database, tmp_path: Path
 ) -> None:
