@@ -16,6 +16,7 @@ environment are shown as "set" or "NOT SET", and a database URL's password as ``
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -138,6 +139,11 @@ def init_config(
     """Write the starter config at ``path`` and a DKIM key in ``keys/`` beside it."""
     domain = _host("domain", domain)
     helo = _host("helo", helo) if helo else f"mail.{domain}"
+    for ip in ips:  # checked before anything is written: a bad --ip leaves no half-made setup
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InputError(f"--ip {ip!r}: not an IP address") from None
     if path.exists() and not force:
         raise InputError(f"{path} exists; pass --force to replace it")
     keys = path.parent / "keys"

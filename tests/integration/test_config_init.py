@@ -80,6 +80,18 @@ def test_init_replaces_nothing_without_force(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "--domain 'not a domain'" in bad.stderr
 
 
+def test_a_bad_ip_is_one_line_and_nothing_is_written_even_with_force(tmp_path: Path) -> None:
+    config = tmp_path / "bulkmail.toml"
+    config.write_text("# mine\n", encoding="utf-8")
+    out = bulkmail(
+        config, "config", "init", "--domain", "x.example", "--ip", "300.1.1.1", "--force"
+    )
+    assert out.exit_code == 1 and out.stderr.count("\n") == 1
+    assert "--ip '300.1.1.1'" in out.stderr
+    assert config.read_text(encoding="utf-8") == "# mine\n"
+    assert not (tmp_path / "keys").exists()
+
+
 def test_json_names_the_files_and_records(tmp_path: Path) -> None:
     config = tmp_path / "bulkmail.toml"
     out = bulkmail(config, "config", "init", "--domain", "news.example", "--json")
