@@ -12,6 +12,7 @@ from bulkmail.audience import suppressions as lib
 from bulkmail.cli.main import App, pass_app
 from bulkmail.cli.options import echo_json, json_option
 from bulkmail.cli.rejects import RejectReport
+from bulkmail.errors import InputError
 from bulkmail.reports.terminal import printable
 
 source_option = click.option(
@@ -158,8 +159,11 @@ def export(app: App, file: str, source: str | None, as_json: bool) -> None:
     if file == "-":
         lib.export_csv(db, click.get_text_stream("stdout"), source)
         return
-    with click.open_file(file, "w", encoding="utf-8", atomic=True) as out:
-        count = lib.export_csv(db, out, source)  # type: ignore[arg-type]
+    try:  # atomic: a failed write leaves no half file
+        with click.open_file(file, "w", encoding="utf-8", atomic=True) as out:
+            count = lib.export_csv(db, out, source)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise InputError(f"{file}: cannot write: {exc.strerror or exc}") from None
     if as_json:
         echo_json({"exported": count, "file": file})
     else:

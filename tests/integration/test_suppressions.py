@@ -202,6 +202,7 @@ def test_a_bad_address_or_file_is_one_line_error(run, tmp_path: Path) -> None:  
     for result, fragment in (
         (run("add", "nope"), "'nope'"),
         (run("import", str(tmp_path / "missing.csv")), "missing.csv"),
+        (run("export", str(tmp_path / "no-such-dir" / "out.csv")), "out.csv: cannot write"),
     ):
         assert result.exit_code != 0
         assert result.stderr.strip().startswith("bulkmail: error: ")
