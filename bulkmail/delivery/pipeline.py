@@ -57,7 +57,10 @@ def load_signers(settings: Settings) -> list[DkimSigner]:
             pem = path.read_bytes()
         except OSError as exc:
             raise SigningError(f"dkim key {path}: cannot read: {exc.strerror}") from None
-        signers.append(DkimSigner(pem, dkim.domain, selector))
+        try:
+            signers.append(DkimSigner(pem, dkim.domain, selector))
+        except SigningError as exc:  # name the file: "cannot be loaded" alone says not which
+            raise SigningError(f"dkim key {path}: {exc}") from None
     return signers
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,3 +45,19 @@ def test_a_key_an_explicit_opt_out_or_the_flag_allows_sending(
 def test_required_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="dkim.required: expected bool"):
         settings(required="no")
+
+
+def test_a_key_file_that_is_no_key_is_named_in_the_one_line_error(tmp_path: Path) -> None:
+    from bulkmail.delivery.pipeline import load_signers
+    from bulkmail.errors import SigningError
+
+    bad = tmp_path / "bad.pem"
+    bad.write_text("x\n", encoding="ascii")
+    conf = parse_settings(
+        {"dkim": {"domain": "a.example", "selector": "s1", "key_file": str(bad)}}, "b"
+    )
+    with pytest.raises(SigningError) as caught:
+        load_signers(conf)
+    assert str(caught.value) == (
+        f"dkim key {bad}: DKIM key cannot be loaded: not an unencrypted PEM private key"
+    )
