@@ -34,8 +34,9 @@ def demo(out_dir: str) -> None:
     """Run a whole campaign on this machine, with local servers standing in for the world.
 
     Creates a SQLite database, imports the bundled sample list, builds a campaign from
-    templates/newsletter/, starts a capture SMTP server and a DNS server on 127.0.0.1 for the
-    demo domains, sends, and leaves every delivered message as an .eml file.
+    templates/newsletter/, starts a DNS server on 127.0.0.1 for the demo domains and capture
+    SMTP servers for their MX hosts on 127.0.0.2-5, sends, and leaves every delivered message
+    as an .eml file.
 
     \b
     Example:
