@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import click
 
 from bulkmail.cli.main import App, pass_app
@@ -61,7 +63,9 @@ def serve(
 
     POST <url>/<token> with List-Unsubscribe=One-Click unsubscribes at once;
     GET shows a confirmation page and changes nothing. GET /healthz answers 200 while the
-    database does, GET /metrics gives Prometheus metrics. Stops on Ctrl-C or SIGTERM.
+    database does, GET /metrics gives Prometheus metrics. With [signup] url set, it also
+    serves the sign-up form of each --double-opt-in list at <path of that url>/LIST.
+    Stops on Ctrl-C or SIGTERM.
 
     \b
     Example:
@@ -78,6 +82,9 @@ def serve(
         f" (and /healthz, /metrics)",
         err=True,
     )
+    if settings.signup.url:
+        base = (urlsplit(settings.signup.url).path or "/").rstrip("/")
+        click.echo(f"bulkmail: sign-up forms on http://{host}:{port}{base}/<list>", err=True)
     limits = Limits(header_timeout=header_timeout, max_connections=max_connections)
     run(settings, app.ready_db(), host, port, access_log=access_log, limits=limits, loop=loop)
 

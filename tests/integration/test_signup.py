@@ -207,6 +207,13 @@ def test_sign_ups_over_the_rate_limit_get_429_and_no_mail(
     ]
 
 
+def test_serve_names_where_the_sign_up_forms_are(
+    world: World, site: Callable[..., str], tmp_path: Path
+) -> None:
+    base = site()
+    assert f"bulkmail: sign-up forms on {base}/<list>" in (tmp_path / "serve.log").read_text()
+
+
 def test_forged_expired_and_plain_list_links_are_refused(
     world: World, site: Callable[..., str]
 ) -> None:
