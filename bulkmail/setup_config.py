@@ -81,6 +81,9 @@ secret_env = "BULKMAIL_SECRET"
 
 [schedule]
 timezone = "UTC"                       # for --at times written without an offset
+
+[check]
+ips = {ips}{ips_pad}# sending IPs that 'bulkmail check' checks
 """
 
 
@@ -157,6 +160,8 @@ def init_config(
         domain=domain,
         selector=key.selector,
         key_file=f"keys/{key.key_file.name}",
+        ips=json.dumps(list(ips)),
+        ips_pad=_pad(f"ips = {json.dumps(list(ips))}"),
     )
     partial = path.with_name(path.name + ".part")
     try:

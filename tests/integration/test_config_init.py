@@ -45,6 +45,7 @@ def test_init_writes_a_config_that_loads_and_a_key_keygen_would_name(tmp_path: P
     settings = load_settings(str(config))
     assert settings.dkim.domain == "news.example" and settings.path(settings.dkim.key_file) == key
     assert settings.sender.helo == "mail.news.example"
+    assert settings.check.ips == ("203.0.113.25",)  # so the suggested 'bulkmail check' runs
     assert "# EHLO name" in config.read_text(encoding="utf-8")  # commented for a reader
     text = out.stdout
     assert 'bounces.news.example. IN TXT "v=spf1 ip4:203.0.113.25 -all"' in text
