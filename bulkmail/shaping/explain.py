@@ -47,7 +47,7 @@ def explain(settings: Settings, db: Database, domain: str, now: float | None = N
     """The shaping of ``domain``: site, MX set, limits and their sources, backoffs."""
     now = time.time() if now is None else now
     pack = load_pack(settings)
-    route = asyncio.run(make_router(settings, db).route(domain))  # type: ignore[union-attr]
+    route = asyncio.run(make_router(settings, db).route(domain))
     rolled, provider = provider_site(route, pack)
     if provider is not None and own_limits(settings, route.domain):
         rolled = route  # its own [limits."domain"] keeps it on its MX-set site (shaper.py)
