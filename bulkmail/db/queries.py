@@ -277,8 +277,11 @@ def renew(db: Database, owner: str, ids: Sequence[int], now: float, lease: float
     return {r[0] for r in rows}
 
 
-def release(db: Database, owner: str, ids: Sequence[int], now: float) -> None:
-    """Give claimed, never-attempted rows back: due now, the claim's attempt not counted."""
+def release(
+    db: Database, owner: str, ids: Sequence[int], now: float, until: float | None = None
+) -> None:
+    """Give claimed, never-attempted rows back: due now (or at ``until``, for a site that
+    traffic shaping holds back), the claim's attempt not counted."""
     if not ids:
         return
     with db.session() as s:
@@ -290,11 +293,16 @@ def release(db: Database, owner: str, ids: Sequence[int], now: float) -> None:
                              THEN '{CANCELLED}'
                            WHEN attempts > 1 THEN '{DEFERRED}' ELSE '{QUEUED}' END,
                          first_attempt_at = CASE WHEN attempts > 1 THEN first_attempt_at END,
-                         attempts = attempts - 1, next_attempt_at = :now,
+                         attempts = attempts - 1, next_attempt_at = :until,
                          lease_owner = NULL, lease_until = NULL, updated_at = :now
                      WHERE id IN :ids AND lease_owner = :owner
                        AND state = '{SENDING}'""").bindparams(bindparam("ids", expanding=True)),
-            {"now": now, "ids": list(ids), "owner": owner},
+            {
+                "now": now,
+                "until": now if until is None else until,
+                "ids": list(ids),
+                "owner": owner,
+            },
         )
 
 

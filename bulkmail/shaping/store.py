@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 
+from bulkmail.db import queries
 from bulkmail.db.engine import Database
-from bulkmail.db.models import CAMPAIGN_CANCELLED, CANCELLED, DEFERRED, QUEUED, SENDING
 from bulkmail.delivery.classify import Reply
 from bulkmail.shaping.backoff import Action
 
@@ -121,20 +121,4 @@ def described(db: Database, now: float) -> list[tuple[Action, str, float]]:
 def hold(db: Database, owner: str, ids: Sequence[int], until: float, now: float) -> None:
     """Give claimed rows back, due at ``until``, the claim's attempt not counted (as
     ``queries.release`` does, but not due at once)."""
-    if not ids:
-        return
-    with db.session() as s:
-        s.execute(
-            text(f"""UPDATE deliveries
-                     SET state = CASE
-                           WHEN (SELECT c.state FROM campaigns c
-                                 WHERE c.id = deliveries.campaign_id) = '{CAMPAIGN_CANCELLED}'
-                             THEN '{CANCELLED}'
-                           WHEN attempts > 1 THEN '{DEFERRED}' ELSE '{QUEUED}' END,
-                         first_attempt_at = CASE WHEN attempts > 1 THEN first_attempt_at END,
-                         attempts = attempts - 1, next_attempt_at = :until,
-                         lease_owner = NULL, lease_until = NULL, updated_at = :now
-                     WHERE id IN :ids AND lease_owner = :owner
-                       AND state = '{SENDING}'""").bindparams(bindparam("ids", expanding=True)),
-            {"now": now, "until": until, "ids": list(ids), "owner": owner},
-        )
+    queries.release(db, owner, ids, now, until=until)
