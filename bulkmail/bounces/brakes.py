@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
+from bulkmail.config import BounceSettings
 from bulkmail.db import control
 from bulkmail.db.engine import Database
 from bulkmail.db.models import PAUSED, RUNNING
@@ -38,13 +39,18 @@ if TYPE_CHECKING:
 CHECK_SECONDS = 5.0
 
 
+#: The ``[bounces]`` defaults: one place for the numbers, so a report shown without settings
+#: judges by the same levels a send pauses at.
+_DEFAULTS = BounceSettings()
+
+
 @dataclass(frozen=True)
 class Brakes:
-    complaint_rate: float = 0.003
-    complaint_warn_rate: float = 0.001
-    complaint_min_delivered: int = 1000
-    bounce_rate: float = 0.05
-    bounce_min_attempts: int = 1000
+    complaint_rate: float = _DEFAULTS.complaint_brake_rate
+    complaint_warn_rate: float = _DEFAULTS.complaint_warn_rate
+    complaint_min_delivered: int = _DEFAULTS.complaint_brake_min_delivered
+    bounce_rate: float = _DEFAULTS.bounce_brake_rate
+    bounce_min_attempts: int = _DEFAULTS.bounce_brake_min_attempts
     #: Shown as a warning only (no setting): mailbox providers start to distrust a sender
     #: whose hard bounces pass about 2%.
     bounce_warn_rate: float = 0.02
